@@ -1,0 +1,235 @@
+"""Agent configuration: a TOML file plus ``EDGE_AGENT_<SECTION>__<KEY>`` environment overrides.
+
+The key names here are a contract with users' config files, ``deploy/agent.toml`` and
+``docs/configuration.md``; rename nothing without a migration note.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "EDGE_AGENT_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ApiSettings(_Section):
+    listen: str = Field(
+        "127.0.0.1:8080",
+        description="host:port of the local REST API. Loopback by default: expose it only behind a firewall.",
+    )
+    token: SecretStr | None = Field(None, description="X-Auth-Token that every /v2 call must carry.")
+    token_file: Path | None = Field(None, description="File holding the API token (used when `token` is unset).")
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    def resolved_token(self) -> str | None:
+        if self.token is not None:
+            return self.token.get_secret_value()
+        if self.token_file is not None:
+            return self.token_file.read_text(encoding="utf-8").strip()
+        return None
+
+    @model_validator(mode="after")
+    def _check_listen(self) -> ApiSettings:
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("api.listen must be host:port, e.g. 127.0.0.1:8080")
+        return self
+
+
+class MqttTlsSettings(_Section):
+    ca_file: Path | None = Field(None, description="CA bundle that signed the broker's certificate.")
+    cert_file: Path | None = Field(None, description="Client certificate (IEF's 8883 broker wants one).")
+    key_file: Path | None = Field(None, description="Private key of the client certificate.")
+    insecure: bool = Field(False, description="Skip the broker host-name check (test brokers only).")
+
+
+class MqttSettings(_Section):
+    host: str = Field("127.0.0.1", description="Broker host: the node's local broker on IEF/KubeEdge nodes.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (1883 plain, 8883 TLS).")
+    topic_prefix: str | None = Field(None, description="Prefix of every agent topic; default edge-agent/{node_id}.")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
+    client_id: str | None = Field(None, description="Client id; default edge-agent-{node_id} (stable per node).")
+    username: str | None = Field(None, description="Broker user name.")
+    password: SecretStr | None = Field(None, description="Broker password.")
+    password_file: Path | None = Field(None, description="File holding the broker password.")
+    tls: MqttTlsSettings | None = Field(None, description="TLS to the broker; absent = plain TCP.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="MQTT keep-alive interval in seconds.")
+    session_expiry_s: int = Field(
+        86400, ge=0, description="MQTT v5 session expiry: requests queued while the agent is away survive it."
+    )
+    control_token: SecretStr | None = Field(
+        None, description="When set, every MQTT task request must carry this value as \"token\"."
+    )
+    max_request_bytes: int = Field(1 << 20, ge=1024, description="Larger request payloads are refused (400).")
+
+    def resolved_password(self) -> str | None:
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            return self.password_file.read_text(encoding="utf-8").strip()
+        return None
+
+
+class VideoSource(_Section):
+    """A locally managed video source: the edge analogue of a VIAS video source."""
+
+    id: str = Field(min_length=1, max_length=128, description="The id tasks name as video_source_id.")
+    url: str | None = Field(None, max_length=1000, description="Stream URL (rtsp, rtmp, http(s), file).")
+    input: dict[str, Any] | None = Field(
+        None,
+        description="Instead of url: another input kind, e.g. {type='vcn', data={device_id=..., stream_type=1},"
+        " vcn={ip=..., port=..., username=..., password=...}}.",
+    )
+
+    @model_validator(mode="after")
+    def _one_target(self) -> VideoSource:
+        if (self.url is None) == (self.input is None):
+            raise ValueError("a video source needs exactly one of url or input")
+        return self
+
+
+class Camera(_Section):
+    """An edge camera known locally (fallback when the node's device twin does not know it)."""
+
+    id: str = Field(min_length=1, max_length=63, description="The id tasks name in an edgecamera input.")
+    url: str = Field(min_length=1, max_length=1000, description="The camera's stream URL.")
+
+
+class StreamSettings(_Section):
+    backend: Literal["pyav", "opencv"] = Field("pyav", description="Decoder backend (OpenCV is slower).")
+    rtsp_transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport.")
+    open_timeout_s: float = Field(5.0, gt=0, description="Timeout to open a stream.")
+    read_timeout_s: float = Field(5.0, gt=0, description="Timeout of one read on an open stream.")
+    stall_timeout_s: float = Field(10.0, gt=0, description="No packet for this long = stalled; reconnect.")
+
+
+class VcnSettings(_Section):
+    verify_tls: bool = Field(False, description="Verify VCN certificates (platforms ship self-signed ones).")
+    ca_file: Path | None = Field(None, description="CA bundle for VCN servers; setting it turns verification on.")
+
+
+class LimitsSettings(_Section):
+    max_tasks: int = Field(32, ge=1, description="Tasks beyond this are refused at create time.")
+    max_inputs: int = Field(64, ge=1, description="Inputs summed over all tasks beyond this are refused.")
+
+
+class OutboxSettings(_Section):
+    max_bytes: int = Field(1 << 30, ge=1 << 20, description="Size cap; at the cap the oldest events are dropped.")
+    synchronous: Literal["NORMAL", "FULL"] = Field("NORMAL", description="SQLite synchronous mode.")
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
+    format: Literal["auto", "json", "text"] = Field("auto", description="auto: JSON unless on a TTY.")
+
+
+class AgentSettings(BaseSettings):
+    """Everything the agent reads at start-up."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGE_AGENT_", env_nested_delimiter="__", extra="forbid", toml_file=None
+    )
+
+    node_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=128,
+        description="This box's id (the IEF/KubeEdge node id when it has one).",
+    )
+    state_dir: Path = Field(Path("/var/lib/edge-agent"), description="Where tasks and the outbox live.")
+    media_roots: list[Path] = Field(
+        default_factory=list, description="Folders from which local video files may be played."
+    )
+    api: ApiSettings = Field(default_factory=lambda: ApiSettings())
+    mqtt: MqttSettings | None = Field(None, description="Absent: no MQTT control plane or event_center sink.")
+    stream: StreamSettings = Field(default_factory=lambda: StreamSettings())
+    vcn: VcnSettings = Field(default_factory=lambda: VcnSettings())
+    limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
+    outbox: OutboxSettings = Field(default_factory=lambda: OutboxSettings())
+    log: LogSettings = Field(default_factory=lambda: LogSettings())
+    video_sources: list[VideoSource] = Field(default_factory=list)
+    cameras: list[Camera] = Field(default_factory=list)
+
+    @property
+    def topic_prefix(self) -> str:
+        if self.mqtt is not None and self.mqtt.topic_prefix:
+            return self.mqtt.topic_prefix.rstrip("/")
+        return f"edge-agent/{self.node_id}"
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> AgentSettings:
+        for name, items in (("video_sources", self.video_sources), ("cameras", self.cameras)):
+            ids = [item.id for item in items]
+            if len(ids) != len(set(ids)):
+                raise ValueError(f"{name}: ids must be unique")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = _config_path_var.get()
+        if toml_path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+
+class _ConfigPath:
+    """Carries the chosen TOML path into settings_customise_sources (a classmethod with a fixed signature)."""
+
+    def __init__(self) -> None:
+        self._path: Path | None = None
+
+    def get(self) -> Path | None:
+        return self._path
+
+    def set(self, path: Path | None) -> None:
+        self._path = path
+
+
+_config_path_var = _ConfigPath()
+
+
+def config_path(explicit: str | Path | None = None) -> Path | None:
+    """The config file in effect: --config, else $EDGE_AGENT_CONFIG, else none."""
+    chosen = explicit if explicit is not None else os.environ.get(CONFIG_ENV)
+    return Path(chosen) if chosen else None
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> AgentSettings:
+    """Load settings; raises FileNotFoundError or pydantic.ValidationError with the failing key."""
+    resolved = config_path(path)
+    if resolved is not None and not resolved.is_file():
+        raise FileNotFoundError(f"config file not found: {resolved}")
+    _config_path_var.set(resolved)
+    try:
+        return AgentSettings(**overrides)
+    finally:
+        _config_path_var.set(None)
