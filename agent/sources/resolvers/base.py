@@ -1,0 +1,117 @@
+"""The one interface every input resolver implements, and the error a failed lookup raises.
+
+A resolver turns one task input into a playable :class:`StreamTarget`. The stream calls it again on
+every (re)connect because lookups (VCN, RESTful services, the device twin) hand out URLs that expire
+or change; ``check`` is the static part that runs when a task is created and never touches the network.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+from urllib.parse import urlsplit
+
+from agent.redact import mask_text, secrets
+from agent.sources.target import StreamTarget
+from agent.tasks.model import TaskInputData, TaskInputVcn
+
+# Schemes a stream may be opened with when the URL comes from someone else (a lookup service, a
+# device twin, a VCN platform): never file://, so a remote answer cannot make the agent read local files.
+REMOTE_SCHEMES = frozenset({"rtsp", "rtsps", "rtmp", "rtmps", "http", "https"})
+
+
+class ResolveError(Exception):
+    """A lookup that failed. The message is already masked; ``retryable`` says whether trying again can help."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(mask_text(message))
+        self.retryable = retryable
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+@dataclass(frozen=True)
+class InputRef:
+    """One input of one task, as a resolver sees it.
+
+    ``field`` is where errors point (``input.data[2]``, or the agent config entry a video source
+    came from); ``source_id`` is what results name as ``stream_id``.
+    """
+
+    kind: str
+    data: TaskInputData
+    vcn: TaskInputVcn | None
+    index: int
+    field: str
+    source_id: str
+    task_id: str = ""
+
+
+OnChange = Callable[[str], None]
+Unsubscribe = Callable[[], None]
+
+
+def no_unsubscribe() -> None:
+    """The unsubscribe of inputs that have nothing to watch."""
+
+
+class InputResolver(ABC):
+    """Resolves the inputs of one input type."""
+
+    kind: ClassVar[str]
+
+    def check(self, ref: InputRef) -> None:  # noqa: B027 - most kinds have no static check beyond the model's
+        """Static checks at create time; raises ``ApiError`` naming the field. No network I/O."""
+
+    @abstractmethod
+    def resolve(self, ref: InputRef) -> StreamTarget:
+        """A playable target for ``ref``; raises :class:`ResolveError` with a masked message."""
+
+    def watch(self, ref: InputRef, on_change: OnChange) -> Unsubscribe:
+        """Call ``on_change(reason)`` when the input's URL changes; returns the unsubscribe function."""
+        return no_unsubscribe
+
+    def close(self) -> None:  # noqa: B027 - stateless resolvers have nothing to release
+        """Release sessions, threads and connections."""
+
+
+def register_secrets(data: TaskInputData, vcn: TaskInputVcn | None) -> None:
+    """Make every secret of an input known to the log masker before anything can log it."""
+    if vcn is not None:
+        secrets.add(vcn.password)
+    if data.headers:
+        secrets.add_all(data.headers.values())
+    if data.url:
+        register_url_secret(data.url)
+
+
+def register_url_secret(url: str) -> None:
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return
+    secrets.add(password)
+
+
+def check_remote_url(url: object, what: str) -> str:
+    """``url`` if it is a non-empty stream URL a remote party may hand us; else a ResolveError saying ``what``.
+
+    Retryable: the remote party may answer better next time (a camera coming online, a fixed record).
+    """
+    if not isinstance(url, str) or not url.strip():
+        raise ResolveError(f"{what} is not a non-empty string")
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ResolveError(f"{what} is not a valid URL") from None
+    if parts.scheme.lower() not in REMOTE_SCHEMES or not parts.netloc:
+        raise ResolveError(
+            f"{what} must be an {'/'.join(sorted(REMOTE_SCHEMES))} URL with a host, not {mask_text(url)!r}"
+        )
+    register_url_secret(url)
+    return url
