@@ -1,0 +1,304 @@
+"""The facade the pipeline calls: envelopes in, durable delivery out.
+
+``submit`` builds one envelope per event and output (filtered by that output's data_category), commits
+them to the outbox and returns; two named delivery threads drain it, one per sink kind:
+
+- ``outbox-webhook`` walks the ready task lanes and POSTs each lane's rows in order over keep-alive
+  connections. One thread, not one per destination: tasks are few (``limits.max_tasks``), a failing
+  destination is backed off (at most one 10 s timeout per lane per back-off period) and a connection
+  refused costs microseconds, so a dead webhook costs the others little while the code stays single-threaded.
+- ``outbox-mqtt`` pipelines up to 1000 QoS 1 publishes on the events connection and deletes rows as
+  PUBACKs arrive; during a broker outage it waits, and paho resends the unacknowledged ones on reconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from agent.algorithms.event import Event
+from agent.outputs.envelope import build_envelope, encode_envelope
+from agent.outputs.mqtt_sink import MAX_INFLIGHT, MqttEventSink, events_topic
+from agent.outputs.outbox import NewMessage, Outbox, QueuedMessage, Sink
+from agent.outputs.webhook import DEFAULT_TIMEOUT_S, Outcome, WebhookClient
+from agent.redact import MASK, mask_url, secrets
+from agent.settings import AgentSettings
+from agent.tasks.errors import unsupported
+from agent.tasks.model import TaskOutput
+
+log = logging.getLogger(__name__)
+
+LANE_BATCH = 64  # rows a webhook lane sends before the next lane gets its turn
+IDLE_WAIT_S = 1.0
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential back-off with jitter: ``base_s`` after the first failure, doubling up to ``max_s``."""
+
+    base_s: float = 1.0
+    max_s: float = 300.0
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""
+        exponent = min(max(failures, 1) - 1, 32)
+        plain = min(self.max_s, self.base_s * (2.0 ** exponent))
+        # Up to +25 % so that lanes failing together do not retry in lock-step.
+        return min(self.max_s, plain * (1.0 + random.uniform(0.0, 0.25)))
+
+
+@dataclass(frozen=True)
+class SinkStatus:
+    sink: str
+    backlog: int
+    oldest_undelivered_age_s: float | None
+    delivered: int
+    failed: int  # failed attempts (each retry counts)
+    dead_letters: int
+    dropped_at_cap: int
+
+
+@dataclass(frozen=True)
+class RouterStatus:
+    sinks: tuple[SinkStatus, ...]
+    mqtt_connected: bool | None  # None: no MQTT broker configured
+    stored_bytes: int
+    max_bytes: int
+
+    def sink(self, name: str) -> SinkStatus:
+        for status in self.sinks:
+            if status.sink == name:
+                return status
+        raise KeyError(name)
+
+
+def check_output(settings: AgentSettings, output: TaskOutput) -> None:
+    """Refuse outputs this agent cannot deliver (called by the task service at create/update time)."""
+    if output.event_center and settings.mqtt is None:
+        raise unsupported(
+            "output.event_center",
+            "event_center needs an MQTT broker, and this agent has no [mqtt] settings",
+            "Configure [mqtt] in the agent's config file, or use a webhook output.",
+        )
+
+
+def _safe_destination(message: QueuedMessage) -> dict[str, Any]:
+    """A destination fit for a dead letter or a status: URL masked, header names kept, values not."""
+    destination = dict(message.destination)
+    if "url" in destination:
+        destination["url"] = mask_url(str(destination["url"]))
+    if "headers" in destination:
+        destination["headers"] = dict.fromkeys(destination["headers"], MASK)
+    return destination
+
+
+class ResultRouter:
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        retry: RetryPolicy | None = None,
+        webhook_timeout_s: float = DEFAULT_TIMEOUT_S,
+        mqtt_reconnect_max_s: int | None = None,
+    ) -> None:
+        self._settings = settings
+        self._retry = retry or RetryPolicy()
+        self._webhook_timeout_s = webhook_timeout_s
+        self._outbox = Outbox(
+            settings.state_dir / "outbox.db",
+            max_bytes=settings.outbox.max_bytes,
+            synchronous=settings.outbox.synchronous,
+        )
+        self._stop = threading.Event()
+        self._wake = {sink: threading.Event() for sink in Sink}
+        self._threads: list[threading.Thread] = []
+        self._mqtt: MqttEventSink | None = None
+        if settings.mqtt is not None:
+            kwargs = {} if mqtt_reconnect_max_s is None else {"reconnect_max_s": mqtt_reconnect_max_s}
+            self._mqtt = MqttEventSink(settings, on_change=self._wake[Sink.MQTT].set, **kwargs)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        self._stop.clear()
+        self._threads.append(threading.Thread(target=self._run_webhook, name="outbox-webhook", daemon=True))
+        if self._mqtt is not None:
+            self._mqtt.start()
+            self._threads.append(threading.Thread(target=self._run_mqtt, name="outbox-mqtt", daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop delivering (what is queued stays queued) and close the outbox."""
+        self._stop.set()
+        for event in self._wake.values():
+            event.set()
+        deadline = time.monotonic() + timeout
+        stuck = []
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                stuck.append(thread.name)
+        self._threads = []
+        if self._mqtt is not None:
+            self._mqtt.stop()
+        if stuck:
+            # A thread inside a 10 s webhook timeout still holds the database; it exits on its own.
+            log.warning("delivery threads still running after %.1f s: %s", timeout, ", ".join(stuck))
+            return
+        self._outbox.close()
+
+    # -- the pipeline's side ---------------------------------------------------------------------
+
+    def submit(
+        self,
+        task_id: str,
+        service_name: str,
+        output: TaskOutput,
+        stream_ids: Sequence[str],
+        events: Sequence[Event],
+    ) -> None:
+        """Commit one envelope per event and enabled output; durable when this returns."""
+        if not events:
+            return
+        check_output(self._settings, output)
+        webhook = output.webhook
+        webhook_destination: Mapping[str, Any] | None = None
+        if webhook is not None:
+            secrets.add_all(webhook.headers.values())
+            webhook_destination = {"url": webhook.url, "headers": dict(webhook.headers)}
+        topic_destination = {"topic": events_topic(self._settings, task_id)} if output.event_center else None
+        messages: list[NewMessage] = []
+        for event in events:
+            if not 0 <= event.input_index < len(stream_ids):
+                raise ValueError(f"event input_index {event.input_index} has no stream id "
+                                 f"({len(stream_ids)} inputs)")
+            message_id = str(uuid.uuid4())
+            common = {"task_id": task_id, "service_name": service_name,
+                      "stream_id": stream_ids[event.input_index], "message_id": message_id}
+            if webhook is not None and webhook_destination is not None:
+                envelope = build_envelope(event, data_category=webhook.data_category, **common)
+                messages.append(NewMessage(Sink.WEBHOOK, task_id, message_id, webhook_destination,
+                                           encode_envelope(envelope)))
+            if topic_destination is not None:
+                # event_center has no data_category in the task body: it never carries images.
+                envelope = build_envelope(event, data_category=None, **common)
+                messages.append(NewMessage(Sink.MQTT, task_id, message_id, topic_destination,
+                                           encode_envelope(envelope)))
+        self._outbox.add(messages)
+        for sink in {message.sink for message in messages}:
+            self._wake[sink].set()
+
+    # -- what diag, the API and /metrics read ----------------------------------------------------
+
+    def status(self) -> RouterStatus:
+        now = time.time()
+        sinks = []
+        for sink in Sink:
+            stats = self._outbox.stats(sink, now)
+            sinks.append(SinkStatus(sink.value, stats.backlog, stats.oldest_undelivered_age_s, stats.delivered,
+                                    stats.failed, stats.dead_letters, stats.dropped_at_cap))
+        return RouterStatus(
+            sinks=tuple(sinks),
+            mqtt_connected=None if self._mqtt is None else self._mqtt.connected,
+            stored_bytes=self._outbox.stored_bytes,
+            max_bytes=self._outbox.max_bytes,
+        )
+
+    def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._outbox.dead_letters(limit)
+
+    # -- webhook delivery ------------------------------------------------------------------------
+
+    def _run_webhook(self) -> None:
+        client = WebhookClient(timeout_s=self._webhook_timeout_s)
+        wake = self._wake[Sink.WEBHOOK]
+        try:
+            while not self._stop.is_set():
+                now = time.time()
+                ready, next_due = self._outbox.ready_lanes(Sink.WEBHOOK, now)
+                if not ready:
+                    wait = IDLE_WAIT_S if next_due is None else min(IDLE_WAIT_S, max(0.01, next_due - now))
+                    wake.wait(wait)
+                    wake.clear()
+                    continue
+                for task_id in ready:
+                    if self._stop.is_set():
+                        break
+                    self._drain_webhook_lane(client, task_id)
+        except Exception:
+            log.exception("webhook delivery thread failed; queued events stay in the outbox")
+        finally:
+            client.close()
+
+    def _drain_webhook_lane(self, client: WebhookClient, task_id: str) -> None:
+        delivered: list[int] = []
+        try:
+            for message in self._outbox.lane(Sink.WEBHOOK, task_id, LANE_BATCH):
+                if self._stop.is_set():
+                    return
+                destination = message.destination
+                result = client.post(str(destination["url"]), dict(destination["headers"]), message.payload)
+                if result.outcome is Outcome.DELIVERED:
+                    delivered.append(message.row_id)
+                elif result.outcome is Outcome.PERMANENT:
+                    log.error("webhook event %s of task %s dead-lettered: %s", message.message_id, task_id,
+                              result.reason)
+                    self._outbox.dead_letter(message, result.reason, _safe_destination(message))
+                else:
+                    delay = result.retry_after_s or self._retry.delay(message.attempts + 1)
+                    log.warning("webhook event %s of task %s not delivered (attempt %d), retry in %.1f s: %s",
+                                message.message_id, task_id, message.attempts + 1, delay, result.reason)
+                    self._outbox.retry_later(message, delay, result.reason)
+                    return  # the lane waits: later events must not overtake this one
+        finally:
+            self._outbox.ack(Sink.WEBHOOK, delivered)
+
+    # -- MQTT delivery ---------------------------------------------------------------------------
+
+    def _run_mqtt(self) -> None:
+        sink = self._mqtt
+        assert sink is not None
+        wake = self._wake[Sink.MQTT]
+        inflight: dict[int, QueuedMessage] = {}  # packet id → row, until its PUBACK
+        cursor = 0  # highest row id handed to paho in this process
+        disconnects_seen = sink.disconnects
+        try:
+            while not self._stop.is_set():
+                delivered = []
+                for ack in sink.take_acks():
+                    message = inflight.pop(ack.mid, None)
+                    if message is None:
+                        continue
+                    if ack.failure is None:
+                        delivered.append(message.row_id)
+                    else:
+                        reason = f"broker refused the publish: {ack.failure}"
+                        log.error("MQTT event %s of task %s dead-lettered: %s", message.message_id,
+                                  message.task_id, reason)
+                        self._outbox.dead_letter(message, reason, _safe_destination(message))
+                self._outbox.ack(Sink.MQTT, delivered)
+                disconnects = sink.disconnects
+                if disconnects != disconnects_seen:
+                    # Everything in flight is resent by paho after the reconnect: one failed attempt each.
+                    self._outbox.count_failures(Sink.MQTT, len(inflight))
+                    disconnects_seen = disconnects
+                if sink.connected and len(inflight) < MAX_INFLIGHT:
+                    for message in self._outbox.after(Sink.MQTT, cursor, MAX_INFLIGHT - len(inflight)):
+                        mid = sink.publish(str(message.destination["topic"]), message.payload)
+                        if mid is None:
+                            break
+                        inflight[mid] = message
+                        cursor = message.row_id
+                wake.wait(IDLE_WAIT_S)
+                wake.clear()
+        except Exception:
+            log.exception("MQTT delivery thread failed; queued events stay in the outbox")

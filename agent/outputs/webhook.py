@@ -1,0 +1,90 @@
+"""POST one envelope to a task's webhook: keep-alive connections, 10 s timeout, TLS verified.
+
+Only the masked URL and the status ever reach a log line or a failure reason; header values never do
+(the router also registers them with ``agent.redact.secrets``).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+
+import httpx
+
+from agent.redact import mask_text, mask_url
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT_S = 10.0
+MAX_RETRY_AFTER_S = 300.0
+
+
+class Outcome(str, Enum):
+    DELIVERED = "delivered"
+    RETRY = "retry"  # 5xx, 408, 429, timeouts, connection errors: the server may heal
+    PERMANENT = "permanent"  # other 4xx: the request itself is wrong; retrying cannot help
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    outcome: Outcome
+    reason: str  # safe to log and store: status or error class, masked URL
+    retry_after_s: float | None = None
+
+
+def classify(status: int) -> Outcome:
+    if 200 <= status < 300:
+        return Outcome.DELIVERED
+    if 400 <= status < 500 and status not in (408, 429):
+        return Outcome.PERMANENT
+    return Outcome.RETRY
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), capped; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return min(float(value), MAX_RETRY_AFTER_S)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return min(max(0.0, when.timestamp() - time.time()), MAX_RETRY_AFTER_S)
+
+
+class WebhookClient:
+    """One httpx client (connection pool per origin) shared by every webhook of the delivery thread."""
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, verify: bool | str = True) -> None:
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout_s),
+            verify=verify,
+            follow_redirects=False,  # a redirected POST would silently change method or target
+            limits=httpx.Limits(max_keepalive_connections=32, keepalive_expiry=60.0),
+            headers={"User-Agent": "edge-agent"},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def post(self, url: str, headers: Mapping[str, str], payload: bytes) -> DeliveryResult:
+        request_headers = {**headers, "Content-Type": "application/json"}
+        try:
+            response = self._client.post(url, content=payload, headers=request_headers)
+        except httpx.TimeoutException as exc:
+            return DeliveryResult(Outcome.RETRY, f"timeout ({type(exc).__name__}) posting to {mask_url(url)}")
+        except httpx.HTTPError as exc:
+            return DeliveryResult(
+                Outcome.RETRY, f"{type(exc).__name__} posting to {mask_url(url)}: {mask_text(str(exc))[:200]}"
+            )
+        outcome = classify(response.status_code)
+        reason = f"HTTP {response.status_code} from {mask_url(url)}"
+        if outcome is Outcome.DELIVERED:
+            return DeliveryResult(outcome, reason)
+        return DeliveryResult(outcome, reason, _retry_after(response.headers.get("Retry-After")))
