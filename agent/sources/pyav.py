@@ -1,0 +1,161 @@
+"""PyAV backend: demux and decode one connection, decoding no more than the sampler needs.
+
+- Network inputs open with the FFmpeg ``timeout`` option (microseconds, socket I/O) and PyAV's
+  ``timeout=(open, read)``; each raises after about twice its value instead of blocking forever.
+- ``fpsprobesize=0`` cuts RTSP open → first frame from about 1.1 s to 0.35 s; size and rate are
+  still known.
+- Keyframes are found from the demuxer's packet flags, so the keyframe interval is known without
+  decoding; in keyframe-only mode non-key packets never reach the decoder and ``skip_frame="NONKEY"``
+  drops anything else that is not a keyframe.
+- Broken packets are counted and skipped; they never end the stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.error
+
+from agent.redact import mask_text
+from agent.settings import StreamSettings
+from agent.sources.reader import ReadEnd, ReaderSession, StallError, is_file_target
+from agent.sources.sampler import DecodeMode
+from agent.sources.target import StreamTarget
+
+# A stream that starts mid-GOP is decoded from its first keyframe; a source that never flags
+# keyframes is decoded anyway after this many packets.
+_MAX_PACKETS_BEFORE_KEYFRAME = 300
+# Consecutive demux errors after which the connection is considered broken.
+_MAX_DEMUX_ERRORS = 50
+_DECODE_ERRORS = (av.error.InvalidDataError, av.error.PatchWelcomeError, av.error.BugError, ValueError)
+
+
+def open_options(target: StreamTarget, settings: StreamSettings) -> dict[str, str]:
+    """FFmpeg demuxer options for ``target`` (the target's own options win)."""
+    options: dict[str, str] = {}
+    if not is_file_target(target):
+        options["timeout"] = str(int(settings.read_timeout_s * 1_000_000))
+        options["fpsprobesize"] = "0"
+    if target.url.lower().startswith(("rtsp://", "rtsps://")):
+        options["rtsp_transport"] = target.transport or settings.rtsp_transport
+    options.update(target.options)
+    return options
+
+
+def read_pyav(target: StreamTarget, settings: StreamSettings, session: ReaderSession) -> ReadEnd:
+    """Decode one connection to ``target`` until it ends, drops or the session asks to stop."""
+    live = not is_file_target(target)
+    try:
+        container = av.open(
+            target.url,
+            options=open_options(target, settings),
+            timeout=(settings.open_timeout_s, settings.read_timeout_s) if live else None,
+        )
+    except (av.error.TimeoutError, av.error.ExitError) as exc:
+        raise StallError(f"open timed out: {mask_text(str(exc))}") from None
+    try:
+        return _decode(container, live, session)
+    finally:
+        container.close()
+
+
+def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
+    if not container.streams.video:
+        raise ValueError("the input has no video stream")
+    stream = container.streams.video[0]
+    time_base: Fraction | None = stream.time_base
+    rate = stream.average_rate or stream.guessed_rate
+    context = stream.codec_context
+    session.opened(context.name, context.width, context.height, float(rate) if rate else None)
+
+    decoder: Any = None
+    mode: DecodeMode | None = None
+    waited_for_keyframe = 0
+    for packet in _packets(container, stream, session):
+        if session.stop_requested:
+            return ReadEnd.STOPPED
+        if packet.size == 0:  # the demuxer's flush packet at the end of the input
+            break
+        ticks = packet.pts if packet.pts is not None else packet.dts
+        packet_time = float(ticks * time_base) if ticks is not None and time_base is not None else None
+        is_key = bool(packet.is_keyframe)
+        session.packet(packet_time, is_key)
+        session.pace(packet_time)
+
+        wanted = session.decode_mode()
+        if decoder is None and not is_key and waited_for_keyframe < _MAX_PACKETS_BEFORE_KEYFRAME:
+            waited_for_keyframe += 1
+            continue
+        if wanted is not mode and (decoder is None or is_key):
+            decoder = _switch(decoder, mode, wanted, context)
+            mode = wanted
+            session.keyframe_only(mode is DecodeMode.KEYFRAMES)
+        if mode is DecodeMode.KEYFRAMES and not is_key:
+            continue
+        try:
+            frames = decoder.decode(packet)
+        except _DECODE_ERRORS:
+            session.decode_error()
+            continue
+        for frame in frames:
+            _hand_on(frame, session)
+    if session.stop_requested:
+        return ReadEnd.STOPPED
+    if decoder is not None and not live:
+        try:
+            for frame in decoder.decode(None):  # frames still in the decoder (frame threading, B-frames)
+                _hand_on(frame, session)
+        except _DECODE_ERRORS:
+            session.decode_error()
+    return ReadEnd.DISCONNECTED if live else ReadEnd.ENDED
+
+
+def _switch(decoder: Any, old: DecodeMode | None, new: DecodeMode, stream_context: Any) -> Any:
+    """A decoder for ``new`` mode; called at a keyframe, so a fresh decoder can start cleanly."""
+    threaded = new is DecodeMode.FULL
+    if decoder is None:
+        decoder = stream_context  # not opened yet: threading can still be chosen
+        _configure_threads(decoder, threaded)
+    elif (old is DecodeMode.FULL) != threaded:
+        # threading is fixed once a decoder is open: start a new one from the stream's parameters
+        decoder = av.CodecContext.create(stream_context.name, "r")
+        if stream_context.extradata:
+            decoder.extradata = stream_context.extradata
+        _configure_threads(decoder, threaded)
+    decoder.skip_frame = "NONKEY" if new is DecodeMode.KEYFRAMES else "DEFAULT"
+    return decoder
+
+
+def _configure_threads(decoder: Any, threaded: bool) -> None:
+    if threaded:
+        decoder.thread_type = "AUTO"
+        decoder.thread_count = 0
+    else:
+        decoder.thread_count = 1
+
+
+def _hand_on(frame: Any, session: ReaderSession) -> None:
+    frame_time = float(frame.time) if frame.pts is not None and frame.time_base is not None else None
+    if session.wanted(frame_time):
+        session.deliver(frame, frame.pts, frame_time)
+
+
+def _packets(container: Any, stream: Any, session: ReaderSession) -> Iterator[Any]:
+    """Demuxed packets; corrupt ones are counted and skipped, timeouts become ``StallError``."""
+    errors_in_a_row = 0
+    while True:
+        try:
+            for packet in container.demux(stream):
+                errors_in_a_row = 0
+                yield packet
+            return
+        except (av.error.TimeoutError, av.error.ExitError) as exc:
+            raise StallError(f"read timed out: {mask_text(str(exc))}") from None
+        except av.error.InvalidDataError:
+            errors_in_a_row += 1
+            session.decode_error()
+            if errors_in_a_row >= _MAX_DEMUX_ERRORS:
+                raise
