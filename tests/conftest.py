@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-pytest_plugins = sorted(
+# ports first: the other fixture modules import it, and a plugin must be registered before its import
+pytest_plugins = ["tests.fixtures.ports"] + sorted(
     f"tests.fixtures.{path.stem}" for path in (Path(__file__).parent / "fixtures").glob("*.py")
-    if path.stem != "__init__"
+    if path.stem not in ("__init__", "ports")
 )

@@ -188,7 +188,7 @@ class TaskService:
             changes: dict[str, Any] = {}
             if state is not None and state != record.state:
                 changes["state"] = state
-            if status is not None and status != record.status:
+            if status is not None and mask_text(status) != record.status:
                 changes["status"] = mask_text(status)
             if error != "keep" and error != record.error:
                 changes["error"] = error

@@ -204,7 +204,7 @@ class TaskStore:
                              (request_id, json.dumps(answer), now_ms()))
             self._db.execute(
                 "DELETE FROM requests WHERE request_id NOT IN"
-                " (SELECT request_id FROM requests ORDER BY created_at DESC LIMIT ?)", (keep,)
+                " (SELECT request_id FROM requests ORDER BY rowid DESC LIMIT ?)", (keep,)
             )
 
     def answer_for(self, request_id: str) -> dict[str, Any] | None:
