@@ -9,6 +9,7 @@ import time
 from agent import __version__
 from agent.api_token import api_token
 from agent.control.http import ApiServer, create_app
+from agent.control.mqtt import MqttControl
 from agent.redact import secrets
 from agent.settings import AgentSettings
 from agent.tasks.service import TaskService
@@ -29,6 +30,9 @@ class AgentRuntime:
                                    max_inputs=settings.limits.max_inputs)
         app = create_app(self.service, token, extra_status=self._health)
         self.api = ApiServer(app, settings.api.host, settings.api.port)
+        # MQTT control plane (issue 3): absent [mqtt] means REST only
+        self.mqtt_control = (MqttControl(settings, self.service, started_at=self.started_at)
+                             if settings.mqtt is not None else None)
         self._stopped = threading.Event()
 
     def _health(self) -> dict[str, object]:
@@ -37,6 +41,8 @@ class AgentRuntime:
 
     def start(self) -> None:
         self.api.start()
+        if self.mqtt_control is not None:  # connects in the background; never waits for the broker
+            self.mqtt_control.start()
         log.info("edge-agent %s up: REST API on http://%s", __version__, self.settings.api.listen,
                  extra={"node_id": self.settings.node_id})
 
@@ -44,6 +50,8 @@ class AgentRuntime:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self.mqtt_control is not None:  # before the store closes: it answers from the store
+            self.mqtt_control.stop(timeout=5.0)
         self.api.stop()
         self.store.close()
         log.info("edge-agent stopped")

@@ -1,0 +1,552 @@
+"""MQTT control plane: task requests answered like the REST API, retained task state, presence (LWT).
+
+Topics (``{prefix}`` is ``settings.topic_prefix``; docs/mqtt.md is the user-facing contract):
+
+- ``{prefix}/tasks/request``        the agent subscribes (QoS 1, persistent session)
+- ``{prefix}/tasks/response``       answers when the request carries no MQTT v5 Response Topic
+- ``{prefix}/tasks/{id}/state``     retained task view (QoS 1); an empty retained message on delete
+- ``{prefix}/status``               retained presence; the Last Will says offline
+
+Threads: one named network thread drives paho (and reconnects with jittered backoff); one named
+worker thread handles requests in arrival order, so a slow create never stalls keep-alives and
+requests are answered in the order they were sent. Requests are acknowledged (PUBACK) only after
+they were handled: a crash in between means the broker redelivers, and the request id makes the
+redelivery harmless.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import json
+import logging
+import queue
+import random
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from agent import __version__
+from agent.control.payload import decode_json
+from agent.redact import mask_text, secrets
+from agent.settings import AgentSettings, MqttSettings
+from agent.tasks.errors import ApiError, ErrorCode, internal, invalid
+from agent.tasks.service import TaskChange, TaskService
+
+log = logging.getLogger(__name__)
+
+OPS = ("create", "update", "delete", "start", "stop", "show", "list")
+MUTATING_OPS = frozenset({"create", "update", "delete", "start", "stop"})
+REQUEST_ID_MAX = 128
+QOS = 1
+BACKOFF_FIRST_S = 1.0
+BACKOFF_MAX_S = 60.0
+BACKOFF_JITTER = 0.2  # ±20 %: a fleet that lost its broker together must not come back in lock step
+RECEIVE_MAXIMUM = 20  # unacknowledged requests the broker may push at once (v5; 3.1.1 brokers use their own)
+QUEUE_MAX = 1000  # worker backlog; above RECEIVE_MAXIMUM only QoS 0 floods can reach it
+OUTGOING_QUEUE_MAX = 1000  # paho's buffer of unsent QoS 1 answers while the link is down
+LOOP_TIMEOUT_S = 0.5  # how long one paho loop call may block; bounds stop() latency
+_PEEK_BYTES = 4096
+# Reads a request id out of a payload that is too big or not JSON, so the sender still gets its 400.
+_PEEK_REQUEST_ID = re.compile(rb'"request_id"\s*:\s*"([^"\\\x00-\x1f]{1,128})"')
+
+
+# requests -> answers (no MQTT in this part) -----------------------------------------------------
+@dataclass(frozen=True)
+class Reply:
+    """The answer to one request. ``request_id`` None: the sender could not be told which request it was."""
+
+    request_id: str | None
+    status: int
+    body: Any
+    duplicate: bool = False
+
+    def payload(self) -> bytes:
+        return json.dumps({"request_id": self.request_id, "status": self.status, "body": self.body},
+                          ensure_ascii=False, separators=(",", ":")).encode()
+
+
+def _mqtt_unauthorized(reason: str) -> ApiError:
+    return ApiError(ErrorCode.UNAUTHORIZED, "authorization failed", ["token"], reason,
+                    'Send the agent\'s MQTT control token as "token" in the request.')
+
+
+def _error_reply(request_id: str | None, exc: ApiError) -> Reply:
+    return Reply(request_id, exc.http_status, exc.body())
+
+
+def _peek_request_id(raw: bytes) -> str | None:
+    found = _PEEK_REQUEST_ID.search(raw[:_PEEK_BYTES])
+    if found is None:
+        return None
+    try:
+        return found.group(1).decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def _valid_request_id(value: Any) -> str | None:
+    if isinstance(value, str) and 1 <= len(value) <= REQUEST_ID_MAX and value.isprintable():
+        return value
+    return None
+
+
+def _string(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if value is None:
+        raise invalid(key, "is required")
+    if not isinstance(value, str):
+        raise invalid(key, "must be a string")
+    return value
+
+
+def _optional_string(data: dict[str, Any], key: str) -> str | None:
+    value = data.get(key)
+    if value is not None and not isinstance(value, str):
+        raise invalid(key, "must be a string")
+    return value
+
+
+def _optional_int(data: dict[str, Any], key: str, path: str) -> int | None:
+    value = data.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise invalid(path, "must be an integer")
+    return value
+
+
+class RequestHandler:
+    """Turns one request payload into exactly the answer the REST API would give.
+
+    Answers of mutating ops that reached the TaskService are remembered by request id in the task
+    store (so they survive restarts); a repeated request id gets the first answer again and does not
+    run twice. Refusals that happen before (bad envelope, bad token) and internal errors are not
+    remembered: a corrected retry with the same id must still be able to succeed.
+    """
+
+    def __init__(self, service: TaskService, *, max_bytes: int, control_token: str | None) -> None:
+        self._service = service
+        self._max_bytes = max_bytes
+        self._token = control_token.encode() if control_token else None
+
+    def handle(self, raw: bytes) -> Reply:
+        if len(raw) > self._max_bytes:
+            return _error_reply(_peek_request_id(raw), invalid("payload", f"is larger than {self._max_bytes} bytes"))
+        try:
+            data = decode_json(raw, limit=self._max_bytes)
+        except ApiError as exc:
+            return _error_reply(_peek_request_id(raw), exc)
+        if not isinstance(data, dict):
+            return _error_reply(None, invalid("payload", "must be a JSON object"))
+        request_id = _valid_request_id(data.get("request_id"))
+        if request_id is None:
+            return _error_reply(None, invalid("request_id", f"must be a string of 1-{REQUEST_ID_MAX} printable"
+                                                            " characters"))
+        if self._token is not None:
+            given = data.get("token")
+            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self._token):
+                return _error_reply(request_id, _mqtt_unauthorized("missing or wrong token"))
+        stored = self._service.store.answer_for(request_id)
+        if stored is not None:
+            return Reply(request_id, int(stored["status"]), stored["body"], duplicate=True)
+        op = data.get("op")
+        if not isinstance(op, str) or op not in OPS:
+            return _error_reply(request_id, invalid("op", f"must be one of {', '.join(OPS)}"))
+        try:
+            reply = Reply(request_id, 200, self._dispatch(op, data))
+        except ApiError as exc:
+            reply = _error_reply(request_id, exc)
+        except Exception:  # the answer says only "internal"; the log has the trace
+            log.exception("mqtt %s request %s failed", op, mask_text(request_id))
+            return _error_reply(request_id, internal())
+        if op in MUTATING_OPS and reply.status < 500:
+            self._service.store.remember_answer(request_id, {"status": reply.status, "body": reply.body})
+        return reply
+
+    def _dispatch(self, op: str, data: dict[str, Any]) -> Any:
+        project_id = _string(data, "project_id")
+        if op == "create":
+            service_name = _string(data, "service_name")
+            template = _optional_string(data, "template")
+            task_id = self._service.create(project_id, service_name, data.get("body"), template=template)
+            return {"tasks": [{"id": task_id}]}
+        if op == "list":
+            query = data.get("body") or {}
+            if not isinstance(query, dict):
+                raise invalid("body", "must be a JSON object")
+            page = _optional_int(query, "page", "body.page")
+            page_size = _optional_int(query, "page_size", "body.page_size")
+            return self._service.list_tasks(
+                project_id,
+                state=_optional_string(query, "task_state") or None,
+                name=_optional_string(query, "task_name") or None,
+                page=0 if page is None else page,
+                page_size=100 if page_size is None else page_size,
+            )
+        task_id = _string(data, "task_id")
+        if op == "show":
+            return self._service.show(project_id, task_id)
+        if op == "update":
+            self._service.update(project_id, task_id, data.get("body"))
+        elif op == "delete":
+            self._service.delete(project_id, task_id)
+        elif op == "start":
+            self._service.start(project_id, task_id)
+        else:
+            self._service.stop(project_id, task_id)
+        return {}  # REST answers these with an empty body; an empty object keeps "body" always an object
+
+
+# reconnect timing -------------------------------------------------------------------------------
+class Backoff:
+    """1 s doubling to 60 s, each delay ±20 % at random; ``reset`` after a successful connect.
+
+    paho's own reconnect_delay_set doubles without jitter, which is why the agent drives reconnects.
+    """
+
+    def __init__(self, first: float = BACKOFF_FIRST_S, cap: float = BACKOFF_MAX_S,
+                 jitter: float = BACKOFF_JITTER, rng: Callable[[], float] = random.random) -> None:
+        self._first = first
+        self._cap = cap
+        self._jitter = jitter
+        self._rng = rng
+        self._attempt = 0
+
+    def next(self) -> float:
+        base = min(self._cap, self._first * 2.0 ** min(self._attempt, 30))
+        self._attempt += 1
+        return base * (1.0 + self._jitter * (2.0 * self._rng() - 1.0))
+
+    def reset(self) -> None:
+        self._attempt = 0
+
+
+# the MQTT side ----------------------------------------------------------------------------------
+class LinkState(enum.Enum):
+    IDLE = "IDLE"  # not started
+    CONNECTING = "CONNECTING"  # TCP/TLS/CONNECT under way
+    CONNECTED = "CONNECTED"  # CONNACK accepted
+    WAITING = "WAITING"  # link lost or refused; waiting out the backoff
+    STOPPED = "STOPPED"
+
+
+@dataclass(frozen=True)
+class MqttStatus:
+    state: LinkState
+    broker: str
+    connects: int
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class _Request:
+    payload: bytes
+    qos: int
+    mid: int
+    generation: int  # the connection it came on: an ack belongs to that connection only
+    response_topic: str | None
+    correlation: bytes | None
+
+
+@dataclass(frozen=True)
+class _Resync:
+    """Republish every task's state (after a (re)connect)."""
+
+
+@dataclass(frozen=True)
+class _StaleState:
+    """A retained state message the broker holds: clear it if its task no longer exists."""
+
+    task_id: str
+
+
+_Job = _Request | _Resync | _StaleState | None  # None stops the worker
+
+
+def _valid_publish_topic(topic: str) -> bool:
+    return 0 < len(topic.encode()) <= 65535 and not any(c in topic for c in "+#\x00")
+
+
+class MqttControl:
+    """The agent's MQTT control channel; the REST API keeps working whatever the broker does."""
+
+    def __init__(self, settings: AgentSettings, service: TaskService, *, started_at: float) -> None:
+        if settings.mqtt is None:
+            raise ValueError("the MQTT control plane needs [mqtt] in the agent settings")
+        self._mqtt: MqttSettings = settings.mqtt
+        self._service = service
+        prefix = settings.topic_prefix
+        if not prefix or not _valid_publish_topic(prefix):
+            raise ValueError("mqtt.topic_prefix must be a topic without + or #")
+        self.request_topic = f"{prefix}/tasks/request"
+        self.response_topic = f"{prefix}/tasks/response"
+        self.status_topic = f"{prefix}/status"
+        self._state_prefix = f"{prefix}/tasks/"
+        self._v5 = self._mqtt.protocol == "5"
+        self._presence = {"node_id": settings.node_id, "version": __version__, "started_at": started_at}
+        token = self._mqtt.control_token.get_secret_value() if self._mqtt.control_token else None
+        secrets.add(token)
+        self._handler = RequestHandler(service, max_bytes=self._mqtt.max_request_bytes, control_token=token)
+        self._client = self._build_client(self._mqtt.client_id or f"edge-agent-{settings.node_id}")
+
+        self._lock = threading.Lock()  # link state and generation
+        self._state = LinkState.IDLE
+        self._generation = 0
+        self._connects = 0
+        self._last_error: str | None = None
+        self._publish_lock = threading.Lock()  # store read + state publish, so the newest state is the last sent
+        self._jobs: queue.Queue[_Job] = queue.Queue(QUEUE_MAX)
+        self._backoff = Backoff()
+        self._stop = threading.Event()
+        self._network = threading.Thread(target=self._run_network, name="mqtt-control-network", daemon=True)
+        self._worker = threading.Thread(target=self._run_worker, name="mqtt-control-requests", daemon=True)
+        service.add_listener(self._on_task_change)
+
+    # public -------------------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        with self._lock:
+            return self._state is LinkState.CONNECTED
+
+    def status(self) -> MqttStatus:
+        with self._lock:
+            return MqttStatus(self._state, f"{self._mqtt.host}:{self._mqtt.port}", self._connects,
+                              self._last_error)
+
+    def start(self) -> None:
+        """Start connecting in the background; never waits for the broker."""
+        self._worker.start()
+        self._network.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Finish the request in hand, say offline, disconnect. Unhandled requests stay with the broker."""
+        deadline = time.monotonic() + timeout
+        if self._worker.is_alive():
+            self._drop_backlog()
+            self._jobs.put(None)
+            self._worker.join(max(0.1, deadline - time.monotonic()))
+        if self.connected:
+            info = self._client.publish(self.status_topic, self._presence_payload("offline"), qos=QOS, retain=True)
+            try:
+                info.wait_for_publish(max(0.1, min(2.0, deadline - time.monotonic())))
+            except (RuntimeError, ValueError):
+                log.warning("could not publish offline status before disconnecting")
+        self._stop.set()
+        if self._network.is_alive():
+            self._network.join(max(0.1, deadline - time.monotonic()))
+        self._client.disconnect()  # the network thread is gone: paho writes DISCONNECT on this thread
+        self._set_state(LinkState.STOPPED)
+
+    # client set-up ------------------------------------------------------------------------------------
+    def _build_client(self, client_id: str) -> mqtt.Client:
+        settings = self._mqtt
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if self._v5 else False,
+            manual_ack=True,
+            reconnect_on_failure=False,
+        )
+        client.enable_logger(logging.getLogger("agent.control.mqtt.paho"))
+        client.max_queued_messages_set(OUTGOING_QUEUE_MAX)
+        if settings.username is not None:
+            password = settings.resolved_password()
+            secrets.add(password)
+            client.username_pw_set(settings.username, password)
+        if settings.tls is not None:
+            client.tls_set(
+                ca_certs=str(settings.tls.ca_file) if settings.tls.ca_file else None,
+                certfile=str(settings.tls.cert_file) if settings.tls.cert_file else None,
+                keyfile=str(settings.tls.key_file) if settings.tls.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+            )
+            client.tls_insecure_set(settings.tls.insecure)
+        client.will_set(self.status_topic, self._presence_payload("offline"), qos=QOS, retain=True)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        properties: Properties | None = None
+        if self._v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = settings.session_expiry_s
+            properties.ReceiveMaximum = RECEIVE_MAXIMUM
+            client.connect_async(settings.host, settings.port, settings.keepalive_s, clean_start=False,
+                                 properties=properties)
+        else:
+            client.connect_async(settings.host, settings.port, settings.keepalive_s)
+        return client
+
+    def _presence_payload(self, state: str) -> bytes:
+        return json.dumps({"state": state, **self._presence}, separators=(",", ":")).encode()
+
+    def _set_state(self, state: LinkState, error: str | None = None) -> None:
+        with self._lock:
+            self._state = state
+            if error is not None:
+                self._last_error = error
+
+    # network thread -------------------------------------------------------------------------------
+    def _run_network(self) -> None:
+        broker = f"{self._mqtt.host}:{self._mqtt.port}"
+        while not self._stop.is_set():
+            self._set_state(LinkState.CONNECTING)
+            try:
+                self._client.reconnect()
+            except (OSError, ssl.SSLError) as exc:  # ssl.SSLError is an OSError; named for the reader
+                self._wait_before_retry(f"cannot reach the broker {broker}: {mask_text(str(exc))}")
+                continue
+            rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+            while not self._stop.is_set() and rc is MQTTErrorCode.MQTT_ERR_SUCCESS:
+                rc = self._client.loop(timeout=LOOP_TIMEOUT_S)
+            if not self._stop.is_set():
+                self._wait_before_retry(f"lost the broker {broker} ({mqtt.error_string(rc)})")
+
+    def _wait_before_retry(self, reason: str) -> None:
+        delay = self._backoff.next()
+        self._set_state(LinkState.WAITING, reason)
+        log.warning("%s; retrying in %.1f s", reason, delay)
+        self._stop.wait(delay)
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode,
+                    _properties: Properties | None) -> None:
+        if reason.is_failure:
+            self._set_state(LinkState.WAITING, f"broker refused the connection: {reason}")
+            log.error("broker %s:%d refused the connection: %s", self._mqtt.host, self._mqtt.port, reason)
+            return
+        with self._lock:
+            self._state = LinkState.CONNECTED
+            self._generation += 1
+            self._connects += 1
+        self._backoff.reset()
+        log.info("connected to the MQTT broker %s:%d; requests on %s", self._mqtt.host, self._mqtt.port,
+                 self.request_topic)
+        if self._v5:
+            client.subscribe([(self.request_topic, SubscribeOptions(qos=QOS)),
+                              (f"{self._state_prefix}+/state", SubscribeOptions(qos=0, noLocal=True))])
+        else:
+            client.subscribe([(self.request_topic, QOS), (f"{self._state_prefix}+/state", 0)])
+        client.publish(self.status_topic, self._presence_payload("online"), qos=QOS, retain=True)
+        self._enqueue(_Resync())
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode,
+                       _properties: Properties | None) -> None:
+        with self._lock:
+            was_connected = self._state is LinkState.CONNECTED
+            if self._state is not LinkState.STOPPED:
+                self._state = LinkState.WAITING
+        if was_connected and not self._stop.is_set():
+            log.warning("disconnected from the MQTT broker: %s", reason)
+
+    def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self.request_topic:
+            properties = message.properties
+            response_topic = getattr(properties, "ResponseTopic", None) if properties is not None else None
+            correlation = getattr(properties, "CorrelationData", None) if properties is not None else None
+            with self._lock:
+                generation = self._generation
+            self._enqueue(_Request(bytes(message.payload), message.qos, message.mid, generation,
+                                   response_topic, correlation))
+            return
+        # A retained state from the broker's store (sent on subscribe); live copies carry retain=0.
+        if message.retain and message.payload and message.topic.endswith("/state"):
+            task_id = message.topic[len(self._state_prefix):-len("/state")]
+            if task_id and "/" not in task_id:
+                self._enqueue(_StaleState(task_id))
+
+    def _enqueue(self, job: _Job) -> None:
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:  # unacknowledged QoS 1 requests come back after the next reconnect
+            log.warning("MQTT request backlog full (%d); dropping a message", QUEUE_MAX)
+
+    def _drop_backlog(self) -> None:
+        """Unhandled requests stay unacknowledged, so the broker hands them over again next time."""
+        while True:
+            try:
+                self._jobs.get_nowait()
+            except queue.Empty:
+                return
+
+    # worker thread ----------------------------------------------------------------------------------
+    def _run_worker(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                if isinstance(job, _Request):
+                    self._answer(job)
+                elif isinstance(job, _Resync):
+                    self._republish_all()
+                else:
+                    self._clear_if_stale(job.task_id)
+            except Exception:  # one bad job must not end the channel
+                log.exception("MQTT control job failed")
+
+    def _answer(self, request: _Request) -> None:
+        reply = self._handler.handle(request.payload)
+        addressed = reply.request_id is not None or request.correlation is not None
+        if not addressed:
+            log.warning("unanswerable MQTT request (%d bytes): %s", len(request.payload),
+                        mask_text(str(reply.body.get("detail", ""))))
+        else:
+            self._send(reply, request)
+            log.info("mqtt request %s answered %d%s", mask_text(reply.request_id or "(no id)"), reply.status,
+                     " (duplicate)" if reply.duplicate else "")
+        with self._lock:
+            same_connection = request.generation == self._generation and self._state is LinkState.CONNECTED
+        if same_connection:
+            self._client.ack(request.mid, request.qos)
+
+    def _send(self, reply: Reply, request: _Request) -> None:
+        topic = self.response_topic
+        properties: Properties | None = None
+        if self._v5:
+            if request.response_topic and _valid_publish_topic(request.response_topic):
+                topic = request.response_topic
+            if request.correlation is not None:
+                properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                properties.CorrelationData = request.correlation
+        info = self._client.publish(topic, reply.payload(), qos=QOS, retain=False, properties=properties)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            log.warning("could not queue the answer to request %s: %s", mask_text(reply.request_id or "(no id)"),
+                        mqtt.error_string(info.rc))
+
+    # retained task state ---------------------------------------------------------------------------
+    def _state_topic(self, task_id: str) -> str:
+        return f"{self._state_prefix}{task_id}/state"
+
+    def _on_task_change(self, change: TaskChange) -> None:
+        if self.connected:
+            self._publish_state(change.task_id)
+
+    def _publish_state(self, task_id: str) -> None:
+        with self._publish_lock:
+            record = self._service.store.get(task_id)  # fresh: a late caller must not publish an older view
+            payload = b"" if record is None else json.dumps(
+                self._service.view(record), ensure_ascii=False, separators=(",", ":")).encode()
+            self._client.publish(self._state_topic(task_id), payload, qos=QOS, retain=True)
+
+    def _republish_all(self) -> None:
+        for record in self._service.store.all():
+            if not self.connected:
+                return  # the next connect republishes everything again
+            self._publish_state(record.id)
+
+    def _clear_if_stale(self, task_id: str) -> None:
+        with self._publish_lock:
+            if self._service.store.get(task_id) is not None or not _valid_publish_topic(task_id):
+                return
+            self._client.publish(self._state_topic(task_id), b"", qos=QOS, retain=True)
+        log.info("cleared the retained state of deleted task %s", mask_text(task_id))
