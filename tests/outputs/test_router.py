@@ -1,0 +1,311 @@
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.outputs.router import ResultRouter, RetryPolicy, check_output
+from agent.settings import AgentSettings
+from agent.tasks.errors import ApiError
+from agent.tasks.model import TaskOutput
+from tests.fixtures.mosquitto import Broker
+from tests.fixtures.webhook import Reply, WebhookReceiver
+from tests.outputs.conftest import TASK_ID, make_event, make_settings, validate_envelope, webhook_output
+
+FAST = RetryPolicy(base_s=0.05, max_s=0.5)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def make_router() -> Iterator[Callable[..., ResultRouter]]:
+    routers: list[ResultRouter] = []
+
+    def make(settings: AgentSettings, **kwargs: Any) -> ResultRouter:
+        router = ResultRouter(settings, **{"retry": FAST, **kwargs})
+        routers.append(router)
+        return router
+
+    yield make
+    for router in routers:
+        router.stop()
+
+
+def seqs(requests: list[Any]) -> list[int]:
+    return [r.json["data"]["event_set"][0]["seq"] for r in requests]
+
+
+def test_check_output_refuses_event_center_without_broker(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    with pytest.raises(ApiError) as caught:
+        check_output(settings, TaskOutput(event_center=True))
+    assert caught.value.params == ["output.event_center"]
+    check_output(settings, webhook_output("http://127.0.0.1:9/x"))
+
+
+def test_submit_refuses_event_center_without_broker(tmp_path: Path, make_router: Any) -> None:
+    router = make_router(make_settings(tmp_path))
+    with pytest.raises(ApiError):
+        router.submit(TASK_ID, "svc", TaskOutput(event_center=True), ["cam"], [make_event()])
+    assert router.status().sink("mqtt").backlog == 0
+
+
+def test_unknown_input_index_is_refused(tmp_path: Path, make_router: Any) -> None:
+    router = make_router(make_settings(tmp_path))
+    with pytest.raises(ValueError, match="input_index 3"):
+        router.submit(TASK_ID, "svc", webhook_output("http://127.0.0.1:9/x"), ["cam"], [make_event(input_index=3)])
+
+
+@pytest.mark.integration
+def test_webhook_gets_envelopes_with_headers_in_order(tmp_path: Path, make_router: Any,
+                                                       webhook_receiver: WebhookReceiver) -> None:
+    router = make_router(make_settings(tmp_path))
+    router.start()
+    output = webhook_output(webhook_receiver.url, ["image"])
+    events = [make_event(n, input_index=n % 2, images={"image": b"JPEG%d" % n}) for n in range(20)]
+    router.submit(TASK_ID, "c-intrusion", output, ["cam-a", "cam-b"], events)
+    got = webhook_receiver.wait_for(20, timeout=20)
+    assert seqs(got) == list(range(20))
+    for n, request in enumerate(got):
+        validate_envelope(request.json)
+        assert request.headers["x-token"] == "s3cret-token-value"
+        assert request.headers["content-type"] == "application/json"
+        assert request.json["stream_id"] == ("cam-a", "cam-b")[n % 2]
+        assert base64.b64decode(request.json["image_base64"]) == b"JPEG%d" % n
+    assert webhook_receiver.connections == 1  # keep-alive: one connection for all 20
+    wait_until(lambda: router.status().sink("webhook").delivered == 20, 10, "delivered count")
+    status = router.status().sink("webhook")
+    assert (status.backlog, status.failed, status.dead_letters) == (0, 0, 0)
+
+
+@pytest.mark.integration
+def test_webhook_500_then_200_is_delivered_once_healed(tmp_path: Path, make_router: Any,
+                                                         webhook_receiver: WebhookReceiver) -> None:
+    webhook_receiver.fail_next(4, 500)
+    router = make_router(make_settings(tmp_path))
+    router.start()
+    router.submit(TASK_ID, "svc", webhook_output(webhook_receiver.url), ["cam"], [make_event(n) for n in range(5)])
+    got = webhook_receiver.wait_for(5, timeout=30)
+    assert seqs(got) == [0, 1, 2, 3, 4]
+    assert [r.status for r in webhook_receiver.requests[:4]] == [500] * 4
+    assert {r.json["message_id"] for r in webhook_receiver.requests[:4]} == {got[0].json["message_id"]}
+    wait_until(lambda: router.status().sink("webhook").backlog == 0, 10, "backlog drained")
+    assert router.status().sink("webhook").failed == 4
+
+
+@pytest.mark.integration
+def test_retry_after_429_is_honoured(tmp_path: Path, make_router: Any, webhook_receiver: WebhookReceiver) -> None:
+    webhook_receiver.script(Reply(429, headers={"Retry-After": "1"}))
+    router = make_router(make_settings(tmp_path))
+    router.start()
+    router.submit(TASK_ID, "svc", webhook_output(webhook_receiver.url), ["cam"], [make_event()])
+    got = webhook_receiver.wait_for(1, timeout=20)
+    first, second = webhook_receiver.requests[0], got[0]
+    assert second.received_at - first.received_at >= 0.9  # not the 0.05 s back-off of FAST
+
+
+@pytest.mark.integration
+def test_slow_webhook_times_out_then_succeeds(tmp_path: Path, make_router: Any,
+                                              webhook_receiver: WebhookReceiver) -> None:
+    webhook_receiver.script(Reply(200, delay_s=1.5), Reply(200, delay_s=1.5))
+    router = make_router(make_settings(tmp_path), webhook_timeout_s=0.5)
+    router.start()
+    router.submit(TASK_ID, "svc", webhook_output(webhook_receiver.url), ["cam"], [make_event(n) for n in range(3)])
+    wait_until(lambda: router.status().sink("webhook").backlog == 0, 30, "backlog drained")
+    status = router.status().sink("webhook")
+    assert status.failed >= 2 and status.delivered == 3 and status.dead_letters == 0
+    answered_in_time = [r for r in webhook_receiver.requests if r.delay_s == 0]
+    assert seqs(answered_in_time) == [0, 1, 2]
+
+
+@pytest.mark.integration
+def test_400_goes_to_dead_letters_and_the_lane_moves_on(tmp_path: Path, make_router: Any,
+                                                         webhook_receiver: WebhookReceiver) -> None:
+    webhook_receiver.script(Reply(400, body=b"bad"))
+    router = make_router(make_settings(tmp_path))
+    router.start()
+    router.submit(TASK_ID, "svc", webhook_output(webhook_receiver.url), ["cam"], [make_event(n) for n in range(3)])
+    got = webhook_receiver.wait_for(2, timeout=20)
+    assert seqs(got) == [1, 2]
+    wait_until(lambda: router.status().sink("webhook").dead_letters == 1, 10, "dead letter")
+    [letter] = router.dead_letters()
+    assert letter["reason"].startswith("HTTP 400") and letter["envelope"]["data"]["event_set"][0]["seq"] == 0
+    assert letter["destination"]["headers"] == {"X-Token": "***"}
+    assert "s3cret-token-value" not in repr(letter) and "s3cret-token-value" not in repr(router.status())
+    validate_envelope(letter["envelope"])
+
+
+@pytest.mark.integration
+def test_header_values_never_reach_the_log(tmp_path: Path, make_router: Any, webhook_receiver: WebhookReceiver,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    webhook_receiver.script(Reply(500), Reply(403))
+    router = make_router(make_settings(tmp_path))
+    router.start()
+    with caplog.at_level("DEBUG"):
+        router.submit(TASK_ID, "svc", webhook_output(webhook_receiver.url), ["cam"], [make_event()])
+        wait_until(lambda: router.status().sink("webhook").dead_letters == 1, 20, "dead letter")
+    assert "HTTP 500" in caplog.text and "HTTP 403" in caplog.text
+    assert "s3cret-token-value" not in caplog.text
+
+
+@pytest.mark.integration
+def test_dead_webhook_does_not_hold_back_mqtt_or_other_tasks(tmp_path: Path, make_router: Any, mosquitto: Broker,
+                                                              webhook_receiver: WebhookReceiver,
+                                                              subscriber_factory: Any) -> None:
+    settings = make_settings(tmp_path, mosquitto)
+    subscriber = subscriber_factory(mosquitto.host, mosquitto.port, f"{settings.topic_prefix}/events/#",
+                                    client_id=f"sub-{tmp_path.name}")
+    router = make_router(settings)
+    router.start()
+    dead = TaskOutput(webhook={"url": f"http://127.0.0.1:{webhook_receiver.port + 0}/dead",
+                               "headers": {"A": "b"}}, event_center=True)
+    webhook_receiver.default = Reply(503)
+    other_task = "f" * 32
+    router.submit(TASK_ID, "svc", dead, ["cam"], [make_event(n, images={"image": b"J"}) for n in range(10)])
+    got = subscriber.wait_for(lambda m: len(m) >= 10, timeout=20)
+    assert [p["data"]["event_set"][0]["seq"] for _, p in got] == list(range(10))
+    assert all("image_base64" not in p for _, p in got)  # event_center has no data_category: no images
+    assert all(topic == f"{settings.topic_prefix}/events/{TASK_ID}" for topic, _ in got)
+    for _, payload in got:
+        validate_envelope(payload)
+    healthy = WebhookReceiver()
+    healthy.start()
+    try:
+        router.submit(other_task, "svc", webhook_output(healthy.url), ["cam"], [make_event(0)])
+        healthy.wait_for(1, timeout=20)
+    finally:
+        healthy.stop()
+    status = router.status()
+    assert status.mqtt_connected is True
+    assert status.sink("mqtt").backlog == 0 and status.sink("webhook").backlog == 10
+
+
+def _outage_settings(broker: Broker, tmp_path: Path) -> AgentSettings:
+    """Give the private broker persistence so the test's subscriber session survives its restart."""
+    store = tmp_path / "mosquitto-store"
+    store.mkdir()
+    broker.stop()
+    broker.conf.write_text(broker.conf.read_text() + f"persistence true\npersistence_location {store}/\n")
+    broker.start()
+    return make_settings(tmp_path / "state", broker)
+
+
+def _broker_outage(broker: Broker, tmp_path: Path, make_router: Any, subscriber_factory: Any,
+                   outage_s: float) -> None:
+    settings = _outage_settings(broker, tmp_path)
+    subscriber = subscriber_factory(broker.host, broker.port, f"{settings.topic_prefix}/events/#",
+                                    client_id="outage-sub", persistent=True)
+    router = make_router(settings, mqtt_reconnect_max_s=2)
+    router.start()
+    output = TaskOutput(event_center=True)
+    wait_until(lambda: router.status().mqtt_connected is True, 10, "events connection")
+    seq = 0
+    while seq < 50:
+        router.submit(TASK_ID, "svc", output, ["cam"], [make_event(seq)])
+        seq += 1
+    subscriber.wait_for(lambda m: len(m) >= 50, timeout=20)
+    broker.stop()
+    outage_end = time.monotonic() + outage_s
+    while time.monotonic() < outage_end:  # events keep flowing while the broker is away
+        router.submit(TASK_ID, "svc", output, ["cam"], [make_event(seq)])
+        seq += 1
+        time.sleep(0.02)
+    assert router.status().mqtt_connected is False
+    assert router.status().sink("mqtt").backlog > 0
+    broker.start()
+    for _ in range(50):
+        router.submit(TASK_ID, "svc", output, ["cam"], [make_event(seq)])
+        seq += 1
+    total = seq
+    got = subscriber.wait_for(lambda m: len({p["message_id"] for _, p in m}) >= total, timeout=60)
+    first_seen: list[int] = []
+    ids: set[str] = set()
+    for _, payload in got:
+        validate_envelope(payload)
+        if payload["message_id"] not in ids:
+            ids.add(payload["message_id"])
+            first_seen.append(payload["data"]["event_set"][0]["seq"])
+    assert first_seen == list(range(total))  # all delivered, in order (duplicates allowed: at least once)
+    wait_until(lambda: router.status().sink("mqtt").backlog == 0, 20, "backlog drained")
+
+
+@pytest.mark.integration
+def test_broker_outage_short(private_mosquitto: Broker, tmp_path: Path, make_router: Any,
+                             subscriber_factory: Any) -> None:
+    _broker_outage(private_mosquitto, tmp_path, make_router, subscriber_factory, outage_s=4)
+
+
+@pytest.mark.integration
+def test_broker_outage_30_s(private_mosquitto: Broker, tmp_path: Path, make_router: Any,
+                            subscriber_factory: Any) -> None:
+    _broker_outage(private_mosquitto, tmp_path, make_router, subscriber_factory, outage_s=30)
+
+
+CHILD = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    from agent.outputs.router import ResultRouter, RetryPolicy
+    from tests.outputs.conftest import TASK_ID, make_event, make_settings, webhook_output
+    router = ResultRouter(make_settings(Path({state!r})), retry=RetryPolicy(0.05, 0.2))
+    router.start()  # the webhook is down: every attempt fails while we commit
+    output = webhook_output({url!r}, ["image"])
+    for n in range(1000):
+        router.submit(TASK_ID, "svc", output, ["cam"], [make_event(n, images={{"image": b"JPEG%d" % n}})])
+        if n % 100 == 99:
+            print(n + 1, flush=True)
+    time.sleep(600)
+""")
+
+
+@pytest.mark.integration
+def test_kill_9_with_1000_undelivered_then_all_delivered(tmp_path: Path, make_router: Any) -> None:
+    receiver = WebhookReceiver()  # not started yet: the webhook is down
+    state = tmp_path / "state"
+    script = CHILD.format(repo=str(REPO), state=str(state), url=receiver.url)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.strip() == "1000":
+                break
+        os.kill(child.pid, signal.SIGKILL)
+        assert child.wait(10) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    receiver.start()
+    try:
+        router = make_router(make_settings(state))
+        assert router.status().sink("webhook").backlog == 1000
+        router.start()
+        got = receiver.wait_for(1000, timeout=120)
+        wait_until(lambda: router.status().sink("webhook").backlog == 0, 30, "backlog drained")
+    finally:
+        receiver.stop()
+    first_seen: dict[str, int] = {}
+    for request in got:
+        validate_envelope(request.json)
+        n = request.json["data"]["event_set"][0]["seq"]
+        assert base64.b64decode(request.json["image_base64"]) == b"JPEG%d" % n  # not corrupt
+        first_seen.setdefault(request.json["message_id"], n)
+    assert len(first_seen) == 1000  # every message_id seen, none missing
+    assert sorted(first_seen.values()) == list(range(1000))
+    assert list(first_seen.values()) == list(range(1000))  # and in order
