@@ -28,11 +28,12 @@ from agent.redact import mask_text
 LogFormat = Literal["auto", "json", "text"]
 DEFAULT_REPEAT_WINDOW_S = 60.0
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-# libraries that log every request at INFO: one line per HTTP call is not an event worth knowing
-_CHATTY_LIBRARIES = ("httpx", "httpcore")
+# loggers that write every HTTP request at INFO: one line per call is not an event worth knowing
+_CHATTY_LIBRARIES = ("httpx", "httpcore", "uvicorn.access")
 # attributes every LogRecord has; anything else on a record came from ``extra=``
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName",
+    "color_message",  # uvicorn's ANSI-coloured copy of the message
 }
 # syslog priorities journald reads from a "<N>" line prefix (SyslogLevelPrefix=, on by default)
 _SYSLOG_PRIORITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
@@ -93,14 +94,18 @@ class JsonFormatter(logging.Formatter):
         exception = _masked_exception(self, record)
         if exception is not None:
             line["exc"] = exception
-        return json.dumps(line, ensure_ascii=False, default=str)
+        return json.dumps(line, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-11-29T16:50:00.123Z WARNING agent.sources.stream: message key=value …`` then the traceback."""
+    """``2026-11-29T16:50:00.123Z WARNING agent.sources.stream: message key=value …`` then the traceback.
+
+    Meant for a person at a terminal; machines get ``JsonFormatter``.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
-        fields = "".join(f" {key}={_masked_value(value)}" for key, value in extra_fields(record).items())
+        fields = "".join(f" {key}={_masked_value(value)}" for key, value in extra_fields(record).items()
+                         if key != "repeated")  # a summary already says it in its message
         line = f"{_timestamp(record)} {record.levelname} {record.name}: {_masked_message(record)}{fields}"
         exception = _masked_exception(self, record)
         return line if exception is None else f"{line}\n{exception}"

@@ -241,12 +241,12 @@ def test_a_line_that_stops_repeating_is_summarised_by_the_next_line_or_at_close(
     clock.now += 120
     log.info("camera back")
     assert [line.split(": ", 1)[1] for line in lines(out)] == [
-        "camera down", "camera down (repeated 4 times in 4 s) repeated=4", "camera back",
+        "camera down", "camera down (repeated 4 times in 4 s)", "camera back",
     ]
     for _ in range(3):
         log.error("camera down")
     handler.close()
-    assert lines(out)[-1].endswith("camera down (repeated 2 times in 0 s) repeated=2")
+    assert lines(out)[-1].endswith("camera down (repeated 2 times in 0 s)")
 
 
 def test_different_subjects_are_not_repeats_but_varying_floats_are(clock: FakeClock) -> None:
@@ -288,3 +288,51 @@ def test_every_record_is_written_or_counted_exactly_once(steps: list[tuple[float
     for key in range(4):
         times = [t for t, k in written if k == key]
         assert all(later - earlier >= 30.0 for earlier, later in itertools.pairwise(times))
+
+
+def test_per_request_http_logs_are_quiet_unless_debugging() -> None:
+    out, _ = setup("json", level="INFO")
+    logging.getLogger("httpx").info('HTTP Request: POST http://h/hook "HTTP/1.1 200 OK"')
+    logging.getLogger("uvicorn.access").info("GET /healthz 200", extra={"color_message": "\x1b[1mGET\x1b[0m"})
+    assert lines(out) == []
+    out, _ = setup("json", level="DEBUG")
+    logging.getLogger("uvicorn.access").info("GET /healthz 200", extra={"color_message": "\x1b[1mGET\x1b[0m"})
+    (line,) = records(out)
+    assert line["message"] == "GET /healthz 200" and "color_message" not in line
+
+
+AGENT_PROCESS = """
+import logging, sys
+from agent.logging_setup import configure_logging
+from agent.redact import secrets
+secrets.add("vcn-pass-42")
+configure_logging("INFO", "auto")
+log = logging.getLogger("agent.sources.stream")
+log.info("task started", extra={"task_id": "t1"})
+for _ in range(500):
+    log.warning("connect to %s failed", "rtsp://admin:vcn-pass-42@cam/1")
+try:
+    raise OSError("login with vcn-pass-42 refused")
+except OSError:
+    log.exception("vcn login failed")
+"""
+
+
+@pytest.mark.integration
+def test_a_real_process_writes_masked_json_lines_to_a_piped_stderr() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", AGENT_PROCESS], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "JOURNAL_STREAM": ""})
+    assert done.returncode == 0, done.stderr
+    assert "vcn-pass-42" not in done.stderr
+    parsed = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [p["message"].split(" (repeated")[0] for p in parsed] == [
+        "task started",
+        "connect to rtsp://***@cam/1 failed",
+        "vcn login failed",
+        "connect to rtsp://***@cam/1 failed",  # the summary, written at exit by logging.shutdown
+    ]
+    assert parsed[3]["repeated"] == 499
+    assert parsed[0]["task_id"] == "t1" and "OSError: login with *** refused" in parsed[2]["exc"]
