@@ -1,0 +1,256 @@
+"""intrusion-detection: something moving inside a region of interest, one event per object.
+
+Per input: a MOG2 background model on the grey view, shrunk to at most 320 px wide (moving objects of
+interest stay several pixels wide there and the cost drops ~10× at 720p), foreground masked to the
+ROIs, morphology to join fragments, contours → boxes, and centroid tracking so that an object is
+reported once when it appears (and again only after ``cooldown_s`` while it stays), not every frame.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+from pydantic import Field, field_validator
+
+from agent.algorithms.base import Algorithm, AlgorithmConfig
+from agent.algorithms.event import Event
+from agent.sources.frame import Frame, FrameInfo
+
+EVENT_TYPE = 196609
+PERSON, OTHER = 0, 2  # VIAS categories
+HOG_AVAILABLE = hasattr(cv2, "HOGDescriptor")  # OpenCV 5 wheels dropped it
+
+_WORK_WIDTH = 320
+_WARMUP_FRAMES = 3  # MOG2 needs a few frames before its foreground means anything
+_CONFIRM_HITS = 2  # frames an object must be seen in before it is reported: filters flicker
+_TRACK_TTL_S = 1.5  # an object unseen this long is forgotten; if it returns it is a new object
+
+Polygon = list[tuple[float, float]]
+
+
+class IntrusionConfig(AlgorithmConfig):
+    fps: float = Field(5.0, gt=0, le=30, description="Frames per second to analyse, per input.")
+    rois: list[Polygon] = Field(
+        default_factory=list, max_length=16,
+        description="Regions of interest: polygons of 3–64 [x, y] points, in pixels of the frame or, when "
+                    "every coordinate of a polygon is ≤ 1, as fractions of its width and height. "
+                    "Empty: the whole frame.")
+    min_area: float = Field(
+        0.002, gt=0,
+        description="Smallest object box reported: in pixels² of the frame, or as a fraction of the frame "
+                    "area when ≤ 1.")
+    sensitivity: float = Field(
+        0.6, ge=0, le=1, description="0–1: higher reports fainter changes (and more noise).")
+    cooldown_s: float = Field(
+        10.0, ge=0, description="An object still present is reported again after this many seconds.")
+    classify_people: bool = Field(
+        False, description="Classify objects with OpenCV's HOG people detector: category 0 person, 2 other.")
+
+    @field_validator("rois")
+    @classmethod
+    def _polygons(cls, rois: list[Polygon]) -> list[Polygon]:
+        for polygon in rois:
+            if not 3 <= len(polygon) <= 64:
+                raise ValueError("each polygon needs 3 to 64 points")
+            if any(x < 0 or y < 0 or not (math.isfinite(x) and math.isfinite(y)) for x, y in polygon):
+                raise ValueError("coordinates must be finite and not negative")
+        return rois
+
+    @field_validator("classify_people")
+    @classmethod
+    def _hog(cls, wanted: bool) -> bool:
+        if wanted and not HOG_AVAILABLE:
+            raise ValueError("this OpenCV build has no HOG people detector (OpenCV 5 removed it)")
+        return wanted
+
+
+@dataclass
+class _Track:
+    detection_id: int
+    box: tuple[int, int, int, int]  # work-size pixels
+    last_seen: float
+    hits: int = 1
+    reported_at: float | None = None
+    category: int | None = None
+
+
+@dataclass
+class _InputState:
+    size: tuple[int, int]  # frame width, height
+    work: tuple[int, int]  # the shrunk size the background model runs at
+    scale: float  # work size / frame size
+    subtractor: Any
+    roi_mask: NDArray[np.uint8] | None
+    frames: int = 0
+    tracks: list[_Track] = field(default_factory=list)
+    next_id: int = 1
+    last_time: float = -math.inf
+
+
+class IntrusionDetection(Algorithm):
+    service_name = "intrusion-detection"
+    versions = ("1.0",)
+    event_type = EVENT_TYPE
+    Config = IntrusionConfig
+    color = "gray"
+    summary = "Moving objects entering regions of interest (MOG2 background subtraction, optional HOG)."
+
+    config: IntrusionConfig
+
+    def __init__(self, config: AlgorithmConfig, version: str, **kwargs: Any) -> None:
+        super().__init__(config, version, **kwargs)
+        self._inputs: dict[int, _InputState] = {}
+        self._hog: Any = None
+        if self.config.classify_people:
+            opencv: Any = cv2  # HOG exists only in OpenCV 4 builds; the stubs of 5 do not know it
+            self._hog = opencv.HOGDescriptor()
+            self._hog.setSVMDetector(opencv.HOGDescriptor_getDefaultPeopleDetector())
+
+    def process(self, frames: Mapping[int, Frame]) -> list[Event]:
+        events = []
+        for index, frame in frames.items():
+            event = self._process_one(index, frame)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def input_up(self, input_index: int, now: float) -> list[Event]:
+        # The scene may have changed while the stream was down: learn the background afresh.
+        self._inputs.pop(input_index, None)
+        return []
+
+    def _state(self, index: int, frame: Frame) -> _InputState:
+        size = (frame.width, frame.height)
+        state = self._inputs.get(index)
+        if state is None or state.size != size:
+            scale = min(1.0, _WORK_WIDTH / frame.width)
+            work = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
+            # varThreshold: squared distance (in standard deviations) for a pixel to count as foreground.
+            # Shadow detection stays off: on grey it can only test brightness ratios, and then takes any
+            # darker object for a shadow.
+            subtractor = cv2.createBackgroundSubtractorMOG2(
+                history=500, varThreshold=4 + 60 * (1 - self.config.sensitivity), detectShadows=False)
+            state = _InputState(size, work, scale, subtractor, _roi_mask(self.config.rois, size, work))
+            self._inputs[index] = state
+        return state
+
+    def _process_one(self, index: int, frame: Frame) -> Event | None:
+        state = self._state(index, frame)
+        now = _frame_time(frame.info)
+        if now < state.last_time:  # a new stream restarted the clock: forget tracks timed on the old one
+            state.tracks.clear()
+        state.last_time = now
+        gray: NDArray[Any] = frame.gray
+        if state.scale < 1.0:
+            gray = cv2.resize(gray, state.work, interpolation=cv2.INTER_AREA)
+        foreground = state.subtractor.apply(gray)
+        state.frames += 1
+        if state.frames <= _WARMUP_FRAMES:
+            return None
+        boxes = self._boxes(foreground, state, frame)
+        due = self._track(state, boxes, now)
+        if not due:
+            return None
+        items = []
+        for track in due:
+            box = _to_frame(track.box, state.scale, frame.width, frame.height)
+            item: dict[str, Any] = {"bounding_box": dict(zip("xywh", box, strict=True)),
+                                    "detection_id": track.detection_id}
+            if self._hog is not None:
+                if track.category is None:
+                    track.category = self._classify(frame, box)
+                item["category"] = track.category
+            items.append(item)
+        return Event(EVENT_TYPE, index, frame.info, tuple(items))
+
+    def _boxes(self, foreground: NDArray[np.uint8], state: _InputState,
+               frame: Frame) -> list[tuple[int, int, int, int]]:
+        mask: NDArray[Any] = cv2.morphologyEx(foreground, cv2.MORPH_OPEN, _KERNEL_3)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, _KERNEL_5, iterations=2)  # joins fragments of one object
+        if state.roi_mask is not None:
+            mask = cv2.bitwise_and(mask, state.roi_mask)
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        min_area = self.config.min_area
+        if min_area <= 1:
+            min_area *= frame.width * frame.height
+        min_work_area = min_area * state.scale * state.scale
+        boxes = [cv2.boundingRect(contour) for contour in contours]
+        return [(x, y, w, h) for x, y, w, h in boxes if w * h >= min_work_area]
+
+    def _track(self, state: _InputState, boxes: list[tuple[int, int, int, int]], now: float) -> list[_Track]:
+        """Match boxes to known objects by nearest centroid; return the objects due for a report."""
+        unmatched = list(boxes)
+        for track in sorted(state.tracks, key=lambda t: -t.hits):
+            if not unmatched:
+                break
+            cx, cy = _centre(track.box)
+            reach = max(track.box[2], track.box[3]) * 0.75 + 4  # how far an object moves between samples
+            nearest = min(unmatched, key=lambda b: math.dist((cx, cy), _centre(b)))
+            if math.dist((cx, cy), _centre(nearest)) <= reach:
+                unmatched.remove(nearest)
+                track.box, track.last_seen = nearest, now
+                track.hits += 1
+        for box in unmatched:
+            state.tracks.append(_Track(state.next_id, box, now))
+            state.next_id += 1
+        state.tracks = [t for t in state.tracks if now - t.last_seen <= _TRACK_TTL_S]
+        due = []
+        for track in state.tracks:
+            if track.last_seen != now or track.hits < _CONFIRM_HITS:
+                continue
+            if track.reported_at is None or now - track.reported_at >= self.config.cooldown_s:
+                track.reported_at = now
+                due.append(track)
+        return due
+
+    def _classify(self, frame: Frame, box: tuple[int, int, int, int]) -> int:
+        x, y, w, h = box
+        pad_x, pad_y = w // 4 + 8, h // 8 + 16  # the people detector wants some context around the body
+        x0, y0 = max(0, x - pad_x), max(0, y - pad_y)
+        crop: NDArray[Any] = frame.gray[y0: min(frame.height, y + h + pad_y), x0: min(frame.width, x + w + pad_x)]
+        if crop.shape[0] < 8 or crop.shape[1] < 8:
+            return OTHER
+        # The detector's window is 64×128: scale the crop so an upright person fills about that.
+        factor = 160 / crop.shape[0]
+        crop = cv2.resize(crop, (max(72, round(crop.shape[1] * factor)), 160))
+        found, _ = self._hog.detectMultiScale(crop, winStride=(8, 8), scale=1.05)
+        return PERSON if len(found) else OTHER
+
+
+_KERNEL_3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+_KERNEL_5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+
+
+def _roi_mask(rois: list[Polygon], size: tuple[int, int], work: tuple[int, int]) -> NDArray[np.uint8] | None:
+    if not rois:
+        return None
+    mask = np.zeros((work[1], work[0]), dtype=np.uint8)
+    for polygon in rois:
+        points = np.array(polygon, dtype=np.float64)
+        if points.max() <= 1:
+            points *= (work[0], work[1])
+        else:
+            points *= (work[0] / size[0], work[1] / size[1])
+        cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 255)
+    return mask
+
+
+def _frame_time(info: FrameInfo) -> float:
+    """Seconds on the stream's clock when known (files are decoded faster than real time), else wall time."""
+    return info.stream_time if info.stream_time is not None else info.captured_at
+
+
+def _centre(box: tuple[int, int, int, int]) -> tuple[float, float]:
+    return box[0] + box[2] / 2, box[1] + box[3] / 2
+
+
+def _to_frame(box: tuple[int, int, int, int], scale: float, width: int, height: int) -> tuple[int, int, int, int]:
+    x0, y0 = max(0, math.floor(box[0] / scale)), max(0, math.floor(box[1] / scale))
+    x1, y1 = min(width, math.ceil((box[0] + box[2]) / scale)), min(height, math.ceil((box[1] + box[3]) / scale))
+    return x0, y0, x1 - x0, y1 - y0
