@@ -35,6 +35,9 @@ class AlgorithmConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     fps: float = Field(5.0, gt=0, le=30, description="Frames per second to analyse, per input.")
+    backend: Literal["pyav", "opencv"] | None = Field(
+        None, description="Decoder for this task's inputs; unset: the agent's stream.backend (pyav, faster)."
+    )
 
 
 class Algorithm(ABC):

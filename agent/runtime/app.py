@@ -5,13 +5,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from datetime import datetime
 
 from agent import __version__
 from agent.api_token import api_token
 from agent.control.http import ApiServer, create_app
 from agent.control.mqtt import MqttControl
+from agent.outputs.router import ResultRouter
 from agent.redact import secrets
+from agent.runtime import sdnotify
+from agent.runtime.checks import static_checks
+from agent.runtime.supervisor import Supervisor, utc_now
 from agent.settings import AgentSettings
+from agent.sources.resolvers.registry import ResolverSet
 from agent.tasks.service import TaskService
 from agent.tasks.store import TaskStore
 
@@ -19,39 +26,70 @@ log = logging.getLogger(__name__)
 
 
 class AgentRuntime:
-    def __init__(self, settings: AgentSettings) -> None:
+    def __init__(self, settings: AgentSettings, *, clock: Callable[[], datetime] = utc_now,
+                 realtime_files: bool = True) -> None:
         self.settings = settings
         self.started_at = time.time()
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         token = api_token(settings, create=True)
         secrets.add(token)
         self.store = TaskStore(settings.state_dir)
-        self.service = TaskService(self.store, max_tasks=settings.limits.max_tasks,
-                                   max_inputs=settings.limits.max_inputs)
-        app = create_app(self.service, token, extra_status=self._health)
+        self.resolvers = ResolverSet(settings)
+        self.service = TaskService(self.store, checks=static_checks(settings, self.resolvers),
+                                   max_tasks=settings.limits.max_tasks, max_inputs=settings.limits.max_inputs)
+        self.router = ResultRouter(settings)
+        self.supervisor = Supervisor(settings, self.service, self.resolvers, self.router, clock=clock,
+                                     realtime_files=realtime_files)
+        app = create_app(self.service, token, extra_status=self._health, dead_letters=self.router.dead_letters)
         self.api = ApiServer(app, settings.api.host, settings.api.port)
-        # MQTT control plane (issue 3): absent [mqtt] means REST only
+        # MQTT control plane: absent [mqtt] means REST only
         self.mqtt_control = (MqttControl(settings, self.service, started_at=self.started_at)
                              if settings.mqtt is not None else None)
+        self.watchdog = sdnotify.Watchdog.from_environment(self.healthy)
         self._stopped = threading.Event()
 
+    def healthy(self) -> bool:
+        """The supervisor's loop and every task worker are turning (what the systemd watchdog checks)."""
+        return self.supervisor.healthy()
+
     def _health(self) -> dict[str, object]:
-        return {"version": __version__, "node_id": self.settings.node_id,
-                "uptime_s": round(time.time() - self.started_at, 1)}
+        router = self.router.status()
+        return {
+            "version": __version__,
+            "node_id": self.settings.node_id,
+            "uptime_s": round(time.time() - self.started_at, 1),
+            "healthy": self.healthy(),
+            "mqtt_connected": None if self.mqtt_control is None else self.mqtt_control.connected,
+            "running_tasks": len(self.supervisor.pipelines()),
+            "outbox": {s.sink: {"backlog": s.backlog, "dead_letters": s.dead_letters} for s in router.sinks},
+        }
 
     def start(self) -> None:
+        self.router.start()
+        self.supervisor.start()
+        self.supervisor.wait_idle(timeout=10.0)
         self.api.start()
         if self.mqtt_control is not None:  # connects in the background; never waits for the broker
             self.mqtt_control.start()
+        sdnotify.ready()
+        if self.watchdog is not None:
+            self.watchdog.start()
         log.info("edge-agent %s up: REST API on http://%s", __version__, self.settings.api.listen,
                  extra={"node_id": self.settings.node_id})
 
     def stop(self) -> None:
+        """Graceful: stop taking requests, close streams, commit in-flight events, close the stores."""
         if self._stopped.is_set():
             return
         self._stopped.set()
+        sdnotify.stopping()
+        if self.watchdog is not None:
+            self.watchdog.stop()
         if self.mqtt_control is not None:  # before the store closes: it answers from the store
-            self.mqtt_control.stop(timeout=5.0)
-        self.api.stop()
+            self.mqtt_control.stop(timeout=3.0)
+        self.supervisor.stop()
+        self.router.stop(timeout=2.0)
+        self.resolvers.close()
+        self.api.stop(timeout=2.0)
         self.store.close()
         log.info("edge-agent stopped")

@@ -276,6 +276,7 @@ class TaskState(str, Enum):
     STOPPED = "STOPPED"
     ABNORMAL = "ABNORMAL"
     START_FAILED = "START_FAILED"
+    SUCCEEDED = "SUCCEEDED"  # every input was a file and all of them played to their end
     FAILED = "FAILED"
 
 

@@ -179,7 +179,8 @@ class TaskService:
     # the runtime side ----------------------------------------------------------------------------
     def report(self, task_id: str, *, state: TaskState | None = None, status: str | None = None,
                error: TaskError | Literal["keep"] | None = "keep", inputs: Sequence[dict[str, Any]] | None = None,
-               schedule_status: dict[str, Any] | Literal["keep"] | None = "keep") -> TaskRecord | None:
+               schedule_status: dict[str, Any] | Literal["keep"] | None = "keep",
+               desired: Desired | None = None) -> TaskRecord | None:
         """Record what the supervisor observed; listeners hear about it only when something changed."""
         with self._lock:
             record = self.store.get(task_id)
@@ -192,6 +193,8 @@ class TaskService:
                 changes["status"] = mask_text(status)
             if error != "keep" and error != record.error:
                 changes["error"] = error
+            if desired is not None and desired != record.desired:
+                changes["desired"] = desired
             runtime = self._runtime.get(task_id, RuntimeInfo())
             new_runtime = runtime
             if inputs is not None:

@@ -1,0 +1,26 @@
+"""The create-time checks that need the data plane's knowledge: algorithms, inputs, outputs."""
+
+from __future__ import annotations
+
+from agent.algorithms import registry
+from agent.outputs.router import check_output
+from agent.settings import AgentSettings
+from agent.sources.resolvers.registry import ResolverSet
+from agent.tasks.model import TaskSpec
+from agent.tasks.service import SpecCheck
+
+
+def static_checks(settings: AgentSettings, resolvers: ResolverSet | None = None) -> list[SpecCheck]:
+    """Checks TaskService runs on every create and update; none of them does network I/O."""
+    inputs = resolvers if resolvers is not None else ResolverSet(settings)
+
+    def algorithm(spec: TaskSpec, service_name: str) -> None:
+        registry.validate_task(service_name, spec.service_version, spec.config.common)
+
+    def task_inputs(spec: TaskSpec, _: str) -> None:
+        inputs.check(spec)
+
+    def outputs(spec: TaskSpec, _: str) -> None:
+        check_output(settings, spec.output)
+
+    return [algorithm, task_inputs, outputs]

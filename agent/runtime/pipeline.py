@@ -1,0 +1,240 @@
+"""One running task: its input streams, the algorithm worker, and the hand-over to the outbox.
+
+Threads: one per input stream (inside VideoStream) and one worker that takes the newest sampled frame
+of every input, runs the algorithm and commits the events. The worker never queues frames: a slow
+algorithm makes the streams' slots overwrite (and count) frames instead of building latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from agent.algorithms import registry
+from agent.algorithms.event import Event
+from agent.algorithms.runner import AlgorithmRunner, RunnerStatus
+from agent.outputs.router import ResultRouter
+from agent.redact import mask_text
+from agent.settings import StreamSettings
+from agent.sources.resolvers.registry import ResolverSet, source_id_of
+from agent.sources.stream import StreamState, StreamStatus, VideoStream, open_stream
+from agent.tasks.model import TaskState
+from agent.tasks.store import TaskRecord
+
+log = logging.getLogger(__name__)
+
+DOWN_STATES = frozenset({StreamState.RECONNECTING, StreamState.STALLED})
+REPORT_INTERVAL_S = 5.0
+# capture → outbox commit latency buckets (seconds), read by /metrics and the capacity bench
+LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class StartFailed(Exception):
+    """The task cannot run at all (e.g. its algorithm is no longer installed); the reason is user-facing."""
+
+
+@dataclass(frozen=True)
+class PipelineStatus:
+    task_id: str
+    service_name: str
+    state: TaskState
+    status: str  # one line for people: why it is in that state
+    inputs: tuple[StreamStatus, ...]
+    runner: RunnerStatus
+    frames_processed: int
+    events: int
+    submit_errors: int
+    latency_buckets: tuple[tuple[float, int], ...]  # capture → commit, cumulative, ending with +Inf
+    latency_sum: float
+    latency_count: int
+
+
+def input_summary(status: StreamStatus) -> dict[str, object]:
+    """The per-input entry of a task's state (REST show, MQTT retained state)."""
+    return {
+        "index": status.input_index,
+        "state": status.state.name,
+        "fps": status.fps_out,
+        "fps_in": status.fps_in,
+        "reconnects": status.reconnects,
+        "last_error": status.last_error,
+        "keyframe_only": status.keyframe_only,
+        "codec": status.codec,
+        "resolution": f"{status.width}x{status.height}" if status.width and status.height else None,
+    }
+
+
+class Pipeline:
+    def __init__(self, record: TaskRecord, stream_settings: StreamSettings, resolvers: ResolverSet,
+                 router: ResultRouter, on_report: Callable[[PipelineStatus], None], *,
+                 realtime_files: bool = True) -> None:
+        spec = record.spec
+        self.task_id = record.id
+        self.service_name = record.service_name
+        self._spec = spec
+        self._router = router
+        self._on_report = on_report
+        categories: set[str] = set()
+        if spec.output.webhook is not None:
+            categories |= set(spec.output.webhook.data_category or ())
+        try:
+            algorithm = registry.create(record.service_name, spec.service_version, spec.config.common,
+                                        data_categories=categories)
+        except Exception as exc:
+            detail = getattr(exc, "detail", None) or str(exc)
+            raise StartFailed(f"cannot load algorithm {record.service_name} {spec.service_version}: "
+                              f"{mask_text(detail)}") from None
+        self._runner = AlgorithmRunner(algorithm, record.id)
+        self._stream_ids = [source_id_of(spec.input.type, spec, i) for i in range(len(spec.input.data))]
+        self._wakeup = threading.Event()
+        self._streams: list[VideoStream] = []
+        self._unwatch: list[Callable[[], None]] = []
+        backend = algorithm.config.backend  # per task, from config.common; None = the agent's stream.backend
+        for index in range(len(spec.input.data)):
+            stream = open_stream(index, resolvers.resolver_for(spec, record.id, index), stream_settings,
+                                 algorithm.fps, backend=backend, realtime_files=realtime_files,
+                                 wakeup=self._wakeup, name=f"stream-{record.id[:8]}-{index}")
+            self._streams.append(stream)
+            self._unwatch.append(resolvers.watch(spec, record.id, index, stream.request_reconnect))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name=f"worker-{record.id[:8]}", daemon=True)
+        self._lock = threading.Lock()
+        self._down: set[int] = set()
+        self._frames_processed = 0
+        self._events = 0
+        self._submit_errors = 0
+        self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self._latency_sum = 0.0
+        self._heartbeat = time.monotonic()
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        for stream in self._streams:
+            stream.start()
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close the streams, let the worker commit what it holds, release watches."""
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._wakeup.set()
+        for stream in self._streams:
+            stream.stop(max(0.1, (deadline - time.monotonic()) / 2))
+        self._thread.join(max(0.1, deadline - time.monotonic()))
+        for unwatch in self._unwatch:
+            try:
+                unwatch()
+            except Exception as exc:  # an unsubscribe failing must not stop the task from stopping
+                log.warning("task %s: unwatch failed: %s", self.task_id, mask_text(repr(exc)))
+
+    @property
+    def alive(self) -> bool:
+        """The worker loop is turning (the watchdog pings systemd only while every worker is)."""
+        return not self._thread.is_alive() or time.monotonic() - self._heartbeat < 30.0
+
+    # the worker ------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        next_report = time.monotonic()
+        while not self._stop.is_set():
+            self._wakeup.wait(0.5)
+            self._wakeup.clear()
+            self._heartbeat = time.monotonic()
+            frames = {}
+            for stream in self._streams:
+                frame = stream.take()
+                if frame is not None:
+                    frames[stream.input_index] = frame
+            events: list[Event] = []
+            if frames:
+                events += self._runner.process(frames)
+                with self._lock:
+                    self._frames_processed += len(frames)
+            events += self._input_transitions()
+            if events:
+                self._commit(events)
+            if time.monotonic() >= next_report:
+                next_report = time.monotonic() + REPORT_INTERVAL_S
+                self._report()
+        self._report()
+
+    def _input_transitions(self) -> list[Event]:
+        events: list[Event] = []
+        now = time.time()
+        for stream in self._streams:
+            status = stream.status()
+            index = status.input_index
+            if status.state in DOWN_STATES and index not in self._down:
+                self._down.add(index)
+                events += self._runner.input_down(index, status.last_error or status.state.name.lower(), now)
+            elif status.state is StreamState.RUNNING and index in self._down:
+                self._down.discard(index)
+                events += self._runner.input_up(index, now)
+        return events
+
+    def _commit(self, events: Sequence[Event]) -> None:
+        try:
+            self._router.submit(self.task_id, self.service_name, self._spec.output, self._stream_ids, events)
+        except Exception as exc:  # e.g. a full disk: count it, say it, keep analysing
+            with self._lock:
+                self._submit_errors += 1
+            log.error("task %s: committing %d events failed: %s", self.task_id, len(events), mask_text(repr(exc)))
+            return
+        committed = time.time()
+        with self._lock:
+            self._events += len(events)
+            for event in events:
+                if event.frame.captured_at <= 0:
+                    continue
+                latency = max(0.0, committed - event.frame.captured_at)
+                self._latency_sum += latency
+                slot = next((i for i, bound in enumerate(LATENCY_BUCKETS) if latency <= bound),
+                            len(LATENCY_BUCKETS))
+                self._latency_counts[slot] += 1
+
+    def _report(self) -> None:
+        try:
+            self._on_report(self.status())
+        except Exception:  # the report is informational; the worker must go on
+            log.exception("task %s: status report failed", self.task_id)
+
+    # status ----------------------------------------------------------------------------------------
+    def status(self) -> PipelineStatus:
+        inputs = tuple(stream.status() for stream in self._streams)
+        runner = self._runner.status()
+        state, text = derive_state(inputs, runner)
+        with self._lock:
+            cumulative, running = [], 0
+            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self._latency_counts, strict=True):
+                running += count
+                cumulative.append((bound, running))
+            return PipelineStatus(
+                task_id=self.task_id, service_name=self.service_name, state=state, status=text,
+                inputs=inputs, runner=runner, frames_processed=self._frames_processed, events=self._events,
+                submit_errors=self._submit_errors, latency_buckets=tuple(cumulative),
+                latency_sum=self._latency_sum, latency_count=running,
+            )
+
+
+def derive_state(inputs: Sequence[StreamStatus], runner: RunnerStatus) -> tuple[TaskState, str]:
+    """A task's state from its parts, with one line that says why."""
+    total = len(inputs)
+    if not runner.healthy:
+        return TaskState.ABNORMAL, f"algorithm failing: {runner.last_error or 'repeated errors'}"
+    if total and all(s.state is StreamState.ENDED for s in inputs):
+        return TaskState.SUCCEEDED, f"all {total} file input(s) played to their end"
+    down = [s for s in inputs if s.state in DOWN_STATES]
+    if total and len(down) == total:
+        first = down[0]
+        return TaskState.ABNORMAL, (f"all {total} input(s) failing; input {first.input_index}: "
+                                    f"{first.last_error or first.state.name.lower()}")
+    running = [s for s in inputs if s.state in (StreamState.RUNNING, StreamState.ENDED)]
+    if running:
+        if down:
+            first = down[0]
+            return TaskState.RUNNING, (f"{len(running)} of {total} inputs running; input {first.input_index}: "
+                                       f"{first.last_error or first.state.name.lower()}")
+        return TaskState.RUNNING, f"{total} input(s) running"
+    return TaskState.STARTING, "connecting to inputs"

@@ -1,0 +1,244 @@
+"""Reconciles stored tasks with running pipelines: on start-up, on every change, at schedule boundaries.
+
+One thread does all starting and stopping, so REST and MQTT requests return at once and two changes
+to one task can never race. Schedules are followed with a timer to the next boundary (no polling).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.outputs.router import ResultRouter
+from agent.redact import mask_text
+from agent.runtime.pipeline import Pipeline, PipelineStatus, StartFailed, input_summary
+from agent.settings import AgentSettings
+from agent.sources.resolvers.registry import ResolverSet
+from agent.tasks.model import TaskSpec, TaskState
+from agent.tasks.schedule import schedule_status
+from agent.tasks.service import TaskChange, TaskService
+from agent.tasks.store import Desired, TaskError, TaskRecord
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 5.0
+STOP_TIMEOUT_S = 8.0  # SIGTERM → exit within systemd's 10 s, streams closed, events committed
+_ALL = "*"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Supervisor:
+    def __init__(self, settings: AgentSettings, service: TaskService, resolvers: ResolverSet,
+                 router: ResultRouter, *, clock: Callable[[], datetime] = utc_now,
+                 realtime_files: bool = True) -> None:
+        self._settings = settings
+        self._service = service
+        self._resolvers = resolvers
+        self._router = router
+        self._clock = clock
+        self._realtime_files = realtime_files
+        self._pending: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pipelines: dict[str, tuple[Pipeline, TaskSpec]] = {}
+        self._next_change: dict[str, datetime] = {}
+        self._heartbeat = time.monotonic()
+        self._busy = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+
+    # lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Resume every stored task: those RUNNING before a restart or power cut start again."""
+        self._service.add_listener(self._on_change)
+        self._pending.put(_ALL)
+        self._thread.start()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """True once every queued change has been applied (used for READY=1 and by tests)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._pending.empty() and not self._busy.is_set():
+                return True
+            time.sleep(0.02)
+        return False
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout / 4)
+        with self._lock:
+            pipelines = list(self._pipelines.values())
+            self._pipelines.clear()
+        stoppers = [threading.Thread(target=p.stop, args=(timeout / 2,), name=f"stop-{p.task_id[:8]}")
+                    for p, _ in pipelines]
+        for stopper in stoppers:
+            stopper.start()
+        deadline = time.monotonic() + timeout * 3 / 4
+        for stopper in stoppers:
+            stopper.join(max(0.0, deadline - time.monotonic()))
+        # The desired state stays as the user set it: RUNNING tasks start again on the next start-up.
+
+    def wake(self) -> None:
+        """Re-check schedule boundaries now (after the injected clock moved, in tests)."""
+        self._wake.set()
+
+    # what health, metrics and diag read ------------------------------------------------------------
+    def healthy(self) -> bool:
+        if time.monotonic() - self._heartbeat > 6 * HEARTBEAT_S:
+            return False
+        with self._lock:
+            return all(pipeline.alive for pipeline, _ in self._pipelines.values())
+
+    def pipelines(self) -> list[PipelineStatus]:
+        with self._lock:
+            running = [pipeline for pipeline, _ in self._pipelines.values()]
+        return [pipeline.status() for pipeline in running]
+
+    # the loop --------------------------------------------------------------------------------------
+    def _on_change(self, change: TaskChange) -> None:
+        if change.kind != "runtime":
+            self._pending.put(change.task_id)
+            self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._heartbeat = time.monotonic()
+            self._wake.wait(self._timeout())
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            self._busy.set()
+            try:
+                for task_id in self._due():
+                    self._safely(task_id)
+            finally:
+                self._busy.clear()
+
+    def _timeout(self) -> float:
+        if not self._pending.empty():
+            return 0.0
+        now = self._clock()
+        upcoming = [(at - now).total_seconds() for at in self._next_change.values()]
+        return max(0.0, min([HEARTBEAT_S, *upcoming]))
+
+    def _due(self) -> list[str]:
+        ids: list[str] = []
+        while not self._pending.empty():
+            task_id = self._pending.get()
+            if task_id == _ALL:
+                ids += [record.id for record in self._service.store.all()]
+            else:
+                ids.append(task_id)
+        now = self._clock()
+        ids += [task_id for task_id, at in self._next_change.items() if at <= now]
+        with self._lock:
+            # a pipeline whose files all ended must be retired
+            ids += [task_id for task_id, (pipeline, _) in self._pipelines.items()
+                    if pipeline.status().state is TaskState.SUCCEEDED]
+        return list(dict.fromkeys(ids))
+
+    def _safely(self, task_id: str) -> None:
+        try:
+            self._reconcile(task_id)
+        except Exception as exc:  # one task's trouble must not stop the supervision of the others
+            log.exception("task %s: reconcile failed", task_id)
+            self._service.report(task_id, state=TaskState.FAILED, status="internal error while (re)starting",
+                                 error=TaskError("VIAS.00010006", mask_text(f"{type(exc).__name__}: {exc}")))
+
+    # reconciliation --------------------------------------------------------------------------------
+    def _reconcile(self, task_id: str) -> None:
+        record = self._service.store.get(task_id)
+        with self._lock:
+            current = self._pipelines.get(task_id)
+        if record is None:
+            self._next_change.pop(task_id, None)
+            if current is not None:
+                self._retire(task_id)
+            return
+        if current is not None and current[0].status().state is TaskState.SUCCEEDED:
+            status = current[0].status().status
+            self._retire(task_id)
+            self._service.report(task_id, state=TaskState.SUCCEEDED, status=status, desired=Desired.STOPPED)
+            return
+        wanted, sched = self._wanted(record)
+        if current is not None and (not wanted or current[1] != record.spec):
+            self._retire(task_id)  # stop, or stop → apply → start for an update
+            current = None
+        if not wanted:
+            if record.state is not TaskState.STOPPED and record.state is not TaskState.SUCCEEDED:
+                text = "waiting for the next scheduled window" if record.desired is Desired.RUNNING else \
+                    "stopped"
+                self._service.report(task_id, state=TaskState.STOPPED, status=text, inputs=[],
+                                     schedule_status=sched)
+            elif sched is not None:
+                self._service.report(task_id, schedule_status=sched)
+            return
+        if current is None:
+            self._launch(record, sched)
+        elif sched is not None:
+            self._service.report(task_id, schedule_status=sched)
+
+    def _wanted(self, record: TaskRecord) -> tuple[bool, dict[str, Any] | None]:
+        schedule = record.spec.schedule
+        if schedule is None or record.desired is Desired.STOPPED:
+            self._next_change.pop(record.id, None)
+            return record.desired is Desired.RUNNING, None
+        now = self._clock()
+        status = schedule_status(schedule, now)
+        if status.next_change is not None:
+            self._next_change[record.id] = status.next_change
+        else:
+            self._next_change.pop(record.id, None)
+        sched: dict[str, Any] = {"status": "ACTIVE" if status.active else "WAITING",
+                                 "next_change": status.next_change.isoformat() if status.next_change else None,
+                                 "next_start": status.next_start.isoformat() if status.next_start else None}
+        return status.active, sched
+
+    def _launch(self, record: TaskRecord, sched: dict[str, Any] | None) -> None:
+        self._service.report(record.id, state=TaskState.STARTING, status="starting", error=None,
+                             schedule_status=sched if sched is not None else "keep")
+        owner: list[Pipeline] = []
+        try:
+            pipeline = Pipeline(record, self._settings.stream, self._resolvers, self._router,
+                                self._reporter(record.id, owner), realtime_files=self._realtime_files)
+        except StartFailed as exc:
+            log.error("task %s cannot start: %s", record.id, exc)
+            self._service.report(record.id, state=TaskState.START_FAILED, status=str(exc),
+                                 error=TaskError("VIAS.00010004", str(exc)))
+            return
+        owner.append(pipeline)
+        with self._lock:
+            self._pipelines[record.id] = (pipeline, record.spec)
+        pipeline.start()
+        log.info("task %s started with %d input(s)", record.id, len(record.spec.input.data))
+
+    def _retire(self, task_id: str) -> None:
+        with self._lock:
+            entry = self._pipelines.pop(task_id, None)
+        if entry is not None:
+            entry[0].stop()
+            log.info("task %s pipeline stopped", task_id)
+
+    def _reporter(self, task_id: str, owner: list[Pipeline]) -> Callable[[PipelineStatus], None]:
+        def report(status: PipelineStatus) -> None:
+            with self._lock:
+                entry = self._pipelines.get(task_id)
+            if entry is None or not owner or entry[0] is not owner[0]:
+                return  # a late report from a retired pipeline must not overwrite what replaced it
+            if status.state is TaskState.SUCCEEDED:
+                self._pending.put(task_id)
+                self._wake.set()
+                return
+            self._service.report(task_id, state=status.state, status=status.status,
+                                 inputs=[input_summary(s) for s in status.inputs])
+
+        return report
