@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from agent.algorithms import registry
@@ -28,8 +28,8 @@ log = logging.getLogger(__name__)
 
 DOWN_STATES = frozenset({StreamState.RECONNECTING, StreamState.STALLED})
 REPORT_INTERVAL_S = 5.0
-# capture → outbox commit latency buckets (seconds), read by /metrics and the capacity bench
-LATENCY_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# per analysed frame, capture → analysed and its events committed (seconds); /metrics and the capacity bench
+LATENCY_BUCKETS: tuple[float, ...] = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class StartFailed(Exception):
@@ -47,7 +47,7 @@ class PipelineStatus:
     frames_processed: int
     events: int
     submit_errors: int
-    latency_buckets: tuple[tuple[float, int], ...]  # capture → commit, cumulative, ending with +Inf
+    latency_buckets: tuple[tuple[float, int], ...]  # per frame, capture → committed; cumulative, ends with +Inf
     latency_sum: float
     latency_count: int
 
@@ -150,11 +150,11 @@ class Pipeline:
             events: list[Event] = []
             if frames:
                 events += self._runner.process(frames)
-                with self._lock:
-                    self._frames_processed += len(frames)
             events += self._input_transitions()
             if events:
                 self._commit(events)
+            if frames:
+                self._count_frames(frame.info.captured_at for frame in frames.values())
             if time.monotonic() >= next_report:
                 next_report = time.monotonic() + REPORT_INTERVAL_S
                 self._report()
@@ -182,13 +182,16 @@ class Pipeline:
                 self._submit_errors += 1
             log.error("task %s: committing %d events failed: %s", self.task_id, len(events), mask_text(repr(exc)))
             return
-        committed = time.time()
         with self._lock:
             self._events += len(events)
-            for event in events:
-                if event.frame.captured_at <= 0:
-                    continue
-                latency = max(0.0, committed - event.frame.captured_at)
+
+    def _count_frames(self, captured: Iterable[float]) -> None:
+        """Frames done: analysed and their events (if any) committed. Latency counts from capture."""
+        done = time.time()
+        with self._lock:
+            for captured_at in captured:
+                self._frames_processed += 1
+                latency = max(0.0, done - captured_at)
                 self._latency_sum += latency
                 slot = next((i for i, bound in enumerate(LATENCY_BUCKETS) if latency <= bound),
                             len(LATENCY_BUCKETS))
