@@ -63,9 +63,7 @@ class VideoSourceResolver(InputResolver):
         try:
             parsed = TaskInput.model_validate(body)
         except ValidationError as exc:
-            first = exc.errors(include_url=False, include_input=False)[0]
-            loc = ".".join(str(part) for part in first["loc"] if part != 0)
-            raise ValueError(f"input.{loc}: {first['msg']}" if loc else str(first["msg"])) from None
+            raise ValueError(_describe(exc)) from None
         if parsed.type not in self._resolvers or parsed.type == self.kind:
             raise ValueError(f"input.type {parsed.type!r} cannot back a video source")
         return InputRef(kind=parsed.type, data=parsed.data[0], vcn=parsed.vcn, index=0,
@@ -92,3 +90,15 @@ class VideoSourceResolver(InputResolver):
         except ApiError:
             return super().watch(ref, on_change)
         return self._resolvers[target.kind].watch(target, on_change)
+
+
+def _describe(exc: ValidationError) -> str:
+    """The first problem of an entry's ``input`` as ``input.<field>: <reason>``."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    cause = (first.get("ctx") or {}).get("error")
+    path = getattr(cause, "path", None)  # the task model's cross-field errors know their own path
+    if isinstance(path, str):
+        return f"{path.replace('input.data[0]', 'input.data')}: {getattr(cause, 'reason', cause)}"
+    loc = ".".join(str(part) for part in first["loc"] if part != 0)
+    message = str(first["msg"]).removeprefix("Value error, ")
+    return f"input.{loc}: {message}" if loc else message

@@ -14,7 +14,7 @@ from agent.tasks.model import TaskInputData
 from tests.fixtures.restful import LookupServer
 
 # keys a lookup service could use; "/" separates segments, so it cannot be part of a key
-keys = st.text(st.characters(blacklist_characters="/", blacklist_categories=("Cs",)), min_size=1, max_size=8)
+keys = st.text(st.characters(exclude_characters="/", exclude_categories=["Cs"]), min_size=1, max_size=8)
 json_leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=8))
 json_values = st.recursive(json_leaves, lambda inner: st.one_of(st.lists(inner, max_size=4),
                                                                 st.dictionaries(keys, inner, max_size=4)),
