@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -70,8 +70,7 @@ class Frame:
             return self.source
         planar = self._planar
         if planar is not None and self.width % 2 == 0 and self.height % 2 == 0:
-            converted: Image = cv2.cvtColor(planar, cv2.COLOR_YUV2BGR_I420)
-            return converted
+            return cast(Image, cv2.cvtColor(planar, cv2.COLOR_YUV2BGR_I420))
         image: Image = self.source.to_ndarray(format="bgr24")
         return image
 
@@ -81,16 +80,14 @@ class Frame:
         planar = self._planar
         if planar is not None:
             return planar[: self.height]
-        converted: Image = cv2.cvtColor(self.bgr, cv2.COLOR_BGR2GRAY)
-        return converted
+        return cast(Image, cv2.cvtColor(self.bgr, cv2.COLOR_BGR2GRAY))
 
     def resized(self, width: int, height: int) -> Image:
         """BGR at ``width`` × ``height``, scaled and converted in one pass when the source allows."""
         if (width, height) == (self.width, self.height):
             return self.bgr
         if isinstance(self.source, np.ndarray) or "bgr" in self.__dict__:
-            scaled: Image = cv2.resize(self.bgr, (width, height), interpolation=cv2.INTER_AREA)
-            return scaled
+            return cast(Image, cv2.resize(self.bgr, (width, height), interpolation=cv2.INTER_AREA))
         image: Image = self.source.reformat(width=width, height=height, format="bgr24").to_ndarray()
         return image
 

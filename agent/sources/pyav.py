@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Any
@@ -30,6 +31,8 @@ from agent.sources.target import StreamTarget
 _MAX_PACKETS_BEFORE_KEYFRAME = 300
 # Consecutive demux errors after which the connection is considered broken.
 _MAX_DEMUX_ERRORS = 50
+# An open that fails only after this fraction of its timeout failed because the server did not answer.
+_NO_ANSWER_FRACTION = 0.9
 _DECODE_ERRORS = (av.error.InvalidDataError, av.error.PatchWelcomeError, av.error.BugError, ValueError)
 
 
@@ -48,6 +51,7 @@ def open_options(target: StreamTarget, settings: StreamSettings) -> dict[str, st
 def read_pyav(target: StreamTarget, settings: StreamSettings, session: ReaderSession) -> ReadEnd:
     """Decode one connection to ``target`` until it ends, drops or the session asks to stop."""
     live = not is_file_target(target)
+    started = time.monotonic()
     try:
         container = av.open(
             target.url,
@@ -56,6 +60,12 @@ def read_pyav(target: StreamTarget, settings: StreamSettings, session: ReaderSes
         )
     except (av.error.TimeoutError, av.error.ExitError) as exc:
         raise StallError(f"open timed out: {mask_text(str(exc))}") from None
+    except av.error.FFmpegError as exc:
+        # FFmpeg's RTSP demuxer reports a server that never answers as invalid data, after the timeout
+        waited = time.monotonic() - started
+        if live and waited >= _NO_ANSWER_FRACTION * min(settings.open_timeout_s, settings.read_timeout_s):
+            raise StallError(f"no answer within {waited:.1f} s: {mask_text(str(exc))}") from None
+        raise
     try:
         return _decode(container, live, session)
     finally:

@@ -1,0 +1,337 @@
+"""VideoStream against real servers (GStreamer RTSP) and real files."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from agent.settings import StreamSettings
+from agent.sources.frame import Frame
+from agent.sources.stream import Backoff, StreamState, VideoStream, open_stream
+from agent.sources.target import StreamTarget
+from tests.fixtures.ports import free_port
+from tests.fixtures.rtsp import RtspServer, RtspServerFactory, SilentRtspServer
+
+FAST = StreamSettings(open_timeout_s=2.0, read_timeout_s=2.0, stall_timeout_s=2.0)
+QUICK_BACKOFF = Backoff(initial=0.2, maximum=1.0)
+
+
+def target(url: str, **kwargs: object) -> Callable[[], StreamTarget]:
+    return lambda: StreamTarget(url, "cam-1", **kwargs)  # type: ignore[arg-type]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def collect(stream: VideoStream, count: int, timeout: float) -> list[Frame]:
+    frames: list[Frame] = []
+    deadline = time.monotonic() + timeout
+    while len(frames) < count and time.monotonic() < deadline:
+        frame = stream.take()
+        if frame is None:
+            time.sleep(0.005)
+        else:
+            frames.append(frame)
+    return frames
+
+
+@contextmanager
+def running(stream: VideoStream) -> Iterator[VideoStream]:
+    stream.start()
+    try:
+        yield stream
+    finally:
+        stream.stop()
+    assert stream.status().state is StreamState.STOPPED
+
+
+def state_of(stream: VideoStream) -> StreamState:
+    return stream.status().state
+
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.mark.parametrize(("server_fixture", "codec"), [("rtsp_h264", "h264"), ("rtsp_h265", "hevc")])
+def test_live_frames_have_the_stream_size_and_increasing_pts(
+    server_fixture: str, codec: str, request: pytest.FixtureRequest
+) -> None:
+    server: RtspServer = request.getfixturevalue(server_fixture)
+    with running(VideoStream(0, target(server.url), FAST, 0)) as stream:
+        frames = collect(stream, 25, timeout=15)
+        status = stream.status()
+    assert len(frames) == 25
+    assert all((f.width, f.height) == (320, 240) and f.bgr.shape == (240, 320, 3) for f in frames)
+    pts = [f.info.pts for f in frames if f.info.pts is not None]
+    assert len(pts) >= 24 and pts == sorted(pts) and len(set(pts)) == len(pts)
+    times = [f.info.stream_time for f in frames if f.info.stream_time is not None]
+    assert times == sorted(times)
+    assert (status.codec, status.width, status.height) == (codec, 320, 240)
+    assert status.state is StreamState.RUNNING and status.frames_decoded >= 25
+    assert status.url == server.url and status.keyframe_only is False
+
+
+def gaps(frames: list[Frame]) -> list[float]:
+    times = [f.info.stream_time for f in frames if f.info.stream_time is not None]
+    return [b - a for a, b in itertools.pairwise(times)]
+
+
+def test_sampling_rate_and_keyframe_only_mode(rtsp_h264: RtspServer, rtsp_server: RtspServerFactory) -> None:
+    gop_1s = rtsp_server(gop=25)
+    streams = {
+        "1fps_gop2s": VideoStream(0, target(rtsp_h264.url), FAST, 1.0),
+        "0.5fps_gop2s": VideoStream(1, target(rtsp_h264.url), FAST, 0.5),
+        "1fps_gop1s": VideoStream(2, target(gop_1s.url), FAST, 1.0),
+    }
+    results: dict[str, list[Frame]] = {}
+
+    def run(name: str, stream: VideoStream) -> None:
+        with running(stream):
+            results[name] = collect(stream, 5, timeout=20)
+            results[name + ".status"] = [stream.status()]  # type: ignore[list-item]
+
+    threads = [threading.Thread(target=run, args=item, name=item[0]) for item in streams.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    # 1 fps on a 2 s GOP: above the keyframe rate, so every frame is decoded and 1 in 25 kept
+    assert statistics.median(gaps(results["1fps_gop2s"])) == pytest.approx(1.0, abs=0.05)
+    assert results["1fps_gop2s.status"][0].keyframe_only is False  # type: ignore[attr-defined]
+    # 0.5 fps on a 2 s GOP and 1 fps on a 1 s GOP: keyframes only, one per period
+    for name, period in (("0.5fps_gop2s", 2.0), ("1fps_gop1s", 1.0)):
+        status = results[name + ".status"][0]
+        assert status.keyframe_only is True, name  # type: ignore[attr-defined]
+        assert gaps(results[name])[-2:] == pytest.approx([period, period], abs=0.05), name
+        # after the keyframe interval is known (two GOPs), only keyframes are decoded
+        assert status.frames_decoded < 2 * 25 * 2 + 10, name  # type: ignore[attr-defined]
+
+
+def test_raising_the_rate_turns_keyframe_only_off(rtsp_server: RtspServerFactory) -> None:
+    server = rtsp_server(gop=10)  # 0.4 s GOP: keyframe-only is measured quickly
+    with running(VideoStream(0, target(server.url), FAST, 1.0)) as stream:
+        wait_for(lambda: stream.status().keyframe_only, 10, "keyframe-only on")
+        stream.set_target_fps(5.0)
+        wait_for(lambda: not stream.status().keyframe_only, 10, "keyframe-only off")
+        stream.take()
+        frames = collect(stream, 6, timeout=10)
+    assert statistics.median(gaps(frames)) == pytest.approx(0.2, abs=0.05)
+
+
+def test_killed_server_reconnects_on_the_same_object_when_it_returns(rtsp_server: RtspServerFactory) -> None:
+    server = rtsp_server()
+    resolutions: list[float] = []
+
+    def resolve() -> StreamTarget:
+        resolutions.append(time.monotonic())
+        return StreamTarget(server.url, "cam-1")
+
+    with running(VideoStream(0, resolve, FAST, 5.0, backoff=QUICK_BACKOFF)) as stream:
+        assert collect(stream, 2, timeout=10)
+        server.stop()
+        wait_for(lambda: state_of(stream) is StreamState.RECONNECTING, 10, "RECONNECTING after the kill")
+        time.sleep(1.5)  # a few failed attempts while the server is down
+        assert state_of(stream) is StreamState.RECONNECTING
+        server.start()
+        wait_for(lambda: state_of(stream) is StreamState.RUNNING, 15, "RUNNING after the restart")
+        stream.take()
+        frames = collect(stream, 3, timeout=10)
+        status = stream.status()
+    assert len(frames) == 3
+    assert status.reconnects >= 2 and status.last_error is not None
+    assert len(resolutions) == status.reconnects + 1  # the resolver runs again on every reconnect
+
+
+def test_paused_server_is_detected_as_stalled_and_recovers(rtsp_server: RtspServerFactory) -> None:
+    server = rtsp_server()
+    settings = StreamSettings(open_timeout_s=1.0, read_timeout_s=5.0, stall_timeout_s=1.0)
+    with running(VideoStream(0, target(server.url), settings, 5.0, backoff=QUICK_BACKOFF)) as stream:
+        assert collect(stream, 2, timeout=10)
+        server.pause()
+        try:
+            wait_for(lambda: stream.status().stalls >= 1, 10, "a stall")
+            assert state_of(stream) in (StreamState.STALLED, StreamState.RECONNECTING)
+            assert "stalled" in (stream.status().last_error or "")
+        finally:
+            server.resume()
+        wait_for(lambda: state_of(stream) is StreamState.RUNNING, 20, "RUNNING after resume")
+        stream.take()
+        assert collect(stream, 2, timeout=10)
+
+
+def test_server_that_never_answers_is_stalled(silent_rtsp: SilentRtspServer) -> None:
+    settings = StreamSettings(open_timeout_s=0.5, read_timeout_s=0.5, stall_timeout_s=1.0)
+    seen: set[StreamState] = set()
+    with running(VideoStream(0, target(silent_rtsp.url), settings, 5.0, backoff=QUICK_BACKOFF)) as stream:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and StreamState.STALLED not in seen:
+            seen.add(state_of(stream))
+            time.sleep(0.02)
+        status = stream.status()
+    assert StreamState.STALLED in seen
+    assert status.stalls >= 1 and status.frames_decoded == 0
+    assert silent_rtsp.connections >= 1
+
+
+def test_credentials_never_reach_logs_or_status(
+    rtsp_server: RtspServerFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = rtsp_server()
+    password = "Very-s3cret-pw"
+    caplog.set_level(logging.DEBUG)
+    seen_errors: list[str] = []
+    with running(VideoStream(0, target(server.url_with("admin", password)), FAST, 5.0,
+                             backoff=QUICK_BACKOFF)) as stream:
+        assert collect(stream, 2, timeout=10)
+        server.stop()  # the failure path logs errors that may quote the URL
+        wait_for(lambda: stream.status().last_error is not None, 10, "an error")
+        seen_errors.append(str(stream.status()))
+    refused = f"rtsp://admin:{password}@127.0.0.1:{free_port()}/nothing"
+    with running(VideoStream(1, target(refused), FAST, 5.0, backoff=QUICK_BACKOFF)) as stream:
+        wait_for(lambda: stream.status().last_error is not None, 10, "connection refused")
+        seen_errors.append(str(stream.status()))
+    assert caplog.records
+    assert all(password not in text for text in seen_errors)
+    assert password not in caplog.text
+    assert all(password not in record.getMessage() for record in caplog.records)
+    assert "***@127.0.0.1" in caplog.text
+
+
+def test_eight_concurrent_streams_in_one_process(rtsp_h264: RtspServer) -> None:
+    wakeup = threading.Event()
+    streams = [VideoStream(i, target(rtsp_h264.url), FAST, 5.0, wakeup=wakeup, name=f"cam{i}")
+               for i in range(8)]
+    for stream in streams:
+        stream.start()
+    taken = [0] * 8
+    try:
+        deadline = time.monotonic() + 30
+        while min(taken) < 3 and time.monotonic() < deadline:
+            wakeup.wait(0.5)
+            wakeup.clear()
+            for i, stream in enumerate(streams):
+                if stream.take() is not None:
+                    taken[i] += 1
+        assert min(taken) >= 3, taken
+        assert all(s.status().state is StreamState.RUNNING for s in streams)
+        assert {thread.name for thread in threading.enumerate()} >= {f"cam{i}" for i in range(8)}
+    finally:
+        for stream in streams:
+            stream.stop()
+    assert all(s.status().state is StreamState.STOPPED for s in streams)
+    assert not any(t.name.startswith("cam") for t in threading.enumerate() if t.is_alive())
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+def test_file_as_fast_as_possible_is_lossless_and_ends(codec: str, make_clip: Callable[..., Path]) -> None:
+    clip = make_clip(codec=codec, seconds=2.0)
+    stream = VideoStream(0, target(str(clip), is_file=True), FAST, 0, realtime_files=False)
+    with running(stream):
+        frames = collect(stream, 50, timeout=20)
+        wait_for(lambda: state_of(stream) is StreamState.ENDED, 10, "ENDED")
+        assert stream.take() is None
+        status = stream.status()
+    assert [f.info.pts for f in frames] == sorted(f.info.pts for f in frames)  # type: ignore[type-var]
+    assert len(frames) == 50
+    assert status.frames_decoded == 50 and status.frames_sampled == 50 and status.dropped == 0
+    assert status.reconnects == 0 and status.last_error is None
+
+
+def test_file_plays_at_its_native_rate_and_ends(make_clip: Callable[..., Path]) -> None:
+    clip = make_clip(seconds=2.0)
+    started = time.monotonic()
+    with running(open_stream(0, target(str(clip)), FAST, 5.0)) as stream:  # a path without scheme is a file
+        frames = collect(stream, 10, timeout=15)
+        wait_for(lambda: state_of(stream) is StreamState.ENDED, 15, "ENDED")
+        elapsed = time.monotonic() - started
+    assert elapsed >= 1.5  # 2 s of video at native rate; generous upper bounds above
+    assert len(frames) == 10
+    assert gaps(frames) == pytest.approx([0.2] * 9, abs=0.01)
+
+
+def test_missing_file_retries_with_a_masked_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nothing.mp4"
+    with running(VideoStream(0, target(str(missing), is_file=True), FAST, 1.0, backoff=QUICK_BACKOFF)) as stream:
+        wait_for(lambda: stream.status().reconnects >= 2, 10, "retries")
+        status = stream.status()
+    assert status.state is StreamState.RECONNECTING
+    assert "No such file" in (status.last_error or "")
+
+
+def test_rtsp_file_source_is_live_and_its_end_is_a_disconnect(
+    rtsp_server: RtspServerFactory, make_clip: Callable[..., Path]
+) -> None:
+    server = rtsp_server(file=make_clip(codec="h265", seconds=2.0), codec="h265")
+    with running(VideoStream(0, target(server.url), FAST, 5.0, backoff=QUICK_BACKOFF)) as stream:
+        frames = collect(stream, 3, timeout=10)
+        wait_for(lambda: stream.status().reconnects >= 1, 15, "a reconnect after the server's file ended")
+    assert len(frames) == 3 and frames[0].width == 320
+
+
+def test_resolver_failures_are_retried_and_masked(make_clip: Callable[..., Path]) -> None:
+    clip = make_clip(seconds=2.0)
+    calls = 0
+
+    def resolve() -> StreamTarget:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise ConnectionError("lookup of rtsp://admin:hunter22@cam/1 failed")
+        return StreamTarget(str(clip), "cam-1", is_file=True)
+
+    with running(VideoStream(0, resolve, FAST, 0, realtime_files=False, backoff=QUICK_BACKOFF)) as stream:
+        wait_for(lambda: stream.status().last_error is not None, 5, "a resolve error")
+        error = stream.status().last_error or ""
+        assert "hunter22" not in error and "resolve failed" in error
+        assert len(collect(stream, 50, timeout=15)) == 50
+        wait_for(lambda: state_of(stream) is StreamState.ENDED, 10, "ENDED")
+
+
+def test_request_reconnect_resolves_again_without_backoff(rtsp_h264: RtspServer) -> None:
+    urls = [rtsp_h264.url]
+
+    def resolve() -> StreamTarget:
+        return StreamTarget(urls[-1], "cam-1")
+
+    with running(VideoStream(0, resolve, FAST, 5.0, backoff=Backoff(initial=60.0))) as stream:
+        assert collect(stream, 1, timeout=10)
+        urls.append(rtsp_h264.url + "?moved=1")
+        stream.request_reconnect("camera URL changed")
+        wait_for(lambda: stream.status().url == urls[-1], 10, "the new URL")
+        stream.take()
+        assert collect(stream, 2, timeout=10)
+        assert stream.status().reconnects == 1
+
+
+def test_a_slow_consumer_drops_frames_and_gets_the_newest(rtsp_h264: RtspServer) -> None:
+    with running(VideoStream(0, target(rtsp_h264.url), FAST, 0)) as stream:
+        wait_for(lambda: stream.status().frames_sampled >= 30, 15, "30 frames")
+        newest = stream.take()
+        status = stream.status()
+    assert newest is not None
+    assert status.dropped >= status.frames_sampled - 2
+    assert newest.info.stream_time is not None and newest.info.stream_time > 0.5
+
+
+def test_lifecycle_errors() -> None:
+    stream = VideoStream(0, target("rtsp://127.0.0.1:1/x"), FAST, 1.0)
+    assert stream.status().state is StreamState.NOT_STARTED
+    stream.stop()
+    assert stream.status().state is StreamState.STOPPED
+    with pytest.raises(ValueError, match=r"stream\.backend"):
+        VideoStream(0, target("x"), FAST, 1.0, backend="gstreamer")
