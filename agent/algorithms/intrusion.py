@@ -37,7 +37,7 @@ Polygon = list[tuple[float, float]]
 class IntrusionConfig(AlgorithmConfig):
     fps: float = Field(5.0, gt=0, le=30, description="Frames per second to analyse, per input.")
     rois: list[Polygon] = Field(
-        default_factory=list, max_length=16,
+        [], max_length=16,
         description="Regions of interest: polygons of 3–64 [x, y] points, in pixels of the frame or, when "
                     "every coordinate of a polygon is ≤ 1, as fractions of its width and height. "
                     "Empty: the whole frame.")

@@ -44,7 +44,7 @@ _FLAT_TILE_STD = 6.0  # a tile whose luma deviates less than this is featureless
 
 class QualityConfig(AlgorithmConfig):
     fps: float = Field(1.0, gt=0, le=30, description="Frames per second to analyse, per input.")
-    checks: list[Check] = Field(default_factory=lambda: list(ALL_CHECKS), description="Checks to run.")
+    checks: list[Check] = Field(list(ALL_CHECKS), description="Checks to run.")
     blur_threshold: float = Field(60.0, gt=0, description="Variance of the Laplacian below which a frame is blurred.")
     dark_threshold: float = Field(35.0, ge=0, le=255, description="Mean luma (0–255) below which a frame is dark.")
     bright_threshold: float = Field(225.0, ge=0, le=255, description="Mean luma above which a frame is too bright.")

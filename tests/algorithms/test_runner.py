@@ -1,0 +1,147 @@
+"""The runner contains what an algorithm does wrong: exceptions, wrong results, slow calls."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import pytest
+
+from agent.algorithms.base import Algorithm, AlgorithmConfig
+from agent.algorithms.event import Event
+from agent.algorithms.runner import LATENCY_BUCKETS, AlgorithmRunner
+from agent.redact import secrets
+from agent.sources.frame import Frame
+
+
+def frame(index: int = 0) -> Frame:
+    return Frame.from_bgr(np.zeros((48, 64, 3), np.uint8), input_index=index)
+
+
+class Scripted(Algorithm):
+    """Does per call what the test scripted: raise, sleep, or return something."""
+
+    service_name = "scripted"
+    versions = ("1.0",)
+    event_type = 1
+
+    def __init__(self, script: list[object]) -> None:
+        super().__init__(AlgorithmConfig(), "1.0")
+        self.script = script
+        self.calls = 0
+
+    def process(self, frames: Mapping[int, Frame]) -> list[Event]:
+        self.calls += 1
+        action = self.script.pop(0) if self.script else "ok"
+        if isinstance(action, BaseException):
+            raise action
+        if isinstance(action, float):
+            time.sleep(action)
+            action = "ok"
+        if action == "ok":
+            return [Event(1, i, f.info, ({"n": self.calls},)) for i, f in frames.items()]
+        return action  # type: ignore[return-value]  # deliberately wrong results
+
+    def input_down(self, input_index: int, reason: str, now: float) -> list[Event]:
+        raise RuntimeError(f"cannot handle {reason}")
+
+
+def test_exceptions_are_counted_logged_and_skip_the_frame(caplog: pytest.LogCaptureFixture) -> None:
+    algorithm = Scripted([ValueError("bad pixel"), "ok"])
+    runner = AlgorithmRunner(algorithm, "task-1", max_consecutive_failures=3)
+    with caplog.at_level(logging.WARNING, logger="agent.algorithms.runner"):
+        assert runner.process({0: frame(0), 3: frame(3)}) == []
+    assert "task-1" in caplog.text and "[0, 3]" in caplog.text and "ValueError: bad pixel" in caplog.text
+    events = runner.process({0: frame()})
+    assert [e.event_set[0]["n"] for e in events] == [2]
+    status = runner.status()
+    assert (status.calls, status.failures, status.consecutive_failures) == (2, 1, 0)
+    assert status.last_error == "ValueError: bad pixel"
+    assert status.healthy and runner.healthy
+
+
+def test_consecutive_failures_make_it_unhealthy_until_a_call_succeeds() -> None:
+    runner = AlgorithmRunner(Scripted([RuntimeError("x")] * 3), "t", max_consecutive_failures=3)
+    for expected_healthy in (True, True, False):
+        runner.process({0: frame()})
+        assert runner.healthy is expected_healthy
+    assert runner.status().consecutive_failures == 3
+    assert runner.process({0: frame()}) != []
+    assert runner.healthy
+    assert runner.status().failures == 3
+
+
+def test_failures_that_are_not_consecutive_never_make_it_unhealthy() -> None:
+    runner = AlgorithmRunner(Scripted([RuntimeError("x"), "ok"] * 5), "t", max_consecutive_failures=2)
+    for _ in range(10):
+        runner.process({0: frame()})
+        assert runner.healthy
+    assert runner.status().failures == 5
+
+
+@pytest.mark.parametrize("wrong", [None, "events", [object()], ({},)])
+def test_a_result_that_is_not_a_list_of_events_is_a_failure(wrong: object) -> None:
+    runner = AlgorithmRunner(Scripted([wrong]), "t")
+    assert runner.process({0: frame()}) == []
+    status = runner.status()
+    assert status.failures == 1 and status.last_error is not None and status.last_error.startswith("TypeError")
+
+
+def test_secrets_in_exception_messages_are_masked(caplog: pytest.LogCaptureFixture) -> None:
+    secrets.add("hunter2-runner")
+    runner = AlgorithmRunner(Scripted([RuntimeError("cannot open rtsp://admin:hunter2-runner@10.0.0.9/live")]), "t")
+    with caplog.at_level(logging.WARNING):
+        runner.process({0: frame()})
+    assert "hunter2-runner" not in caplog.text
+    assert "hunter2-runner" not in str(runner.status())
+
+
+def test_slow_calls_are_counted_and_logged_but_their_events_kept(caplog: pytest.LogCaptureFixture) -> None:
+    runner = AlgorithmRunner(Scripted([0.3, "ok"]), "task-slow", budget_s=0.1)
+    with caplog.at_level(logging.WARNING):
+        assert len(runner.process({0: frame()})) == 1
+    assert "task-slow" in caplog.text and "budget" in caplog.text
+    runner.process({0: frame()})
+    status = runner.status()
+    assert status.slow_calls == 1 and status.failures == 0
+    assert status.latency_count == 2 and status.latency_sum >= 0.3
+
+
+def test_a_call_in_progress_is_visible_to_another_thread() -> None:
+    runner = AlgorithmRunner(Scripted([0.8]), "t", budget_s=0.1)
+    worker = threading.Thread(target=runner.process, args=({0: frame()},), name="test-slow-algorithm")
+    worker.start()
+    time.sleep(0.3)
+    assert runner.status().in_call_s >= 0.2
+    worker.join(timeout=10)
+    assert runner.status().in_call_s == 0.0
+
+
+def test_latency_histogram_is_cumulative_and_ends_with_infinity() -> None:
+    runner = AlgorithmRunner(Scripted(["ok", 0.03, "ok"]), "t")
+    for _ in range(3):
+        runner.process({0: frame()})
+    buckets = runner.status().latency_buckets
+    assert [bound for bound, _ in buckets] == [*LATENCY_BUCKETS, float("inf")]
+    counts = [count for _, count in buckets]
+    assert counts == sorted(counts) and counts[-1] == 3
+    assert dict(buckets)[0.025] <= 2  # the 30 ms call is above that bound
+
+
+def test_input_down_faults_are_contained_and_no_frames_means_no_call() -> None:
+    algorithm = Scripted([])
+    runner = AlgorithmRunner(algorithm, "t")
+    assert runner.input_down(2, "connection refused", 0.0) == []
+    assert runner.status().last_error == "RuntimeError: cannot handle connection refused"
+    assert runner.input_up(2, 1.0) == []
+    assert runner.process({}) == [] and algorithm.calls == 0
+
+
+def test_bad_limits_are_refused() -> None:
+    with pytest.raises(ValueError):
+        AlgorithmRunner(Scripted([]), "t", max_consecutive_failures=0)
+    with pytest.raises(ValueError):
+        AlgorithmRunner(Scripted([]), "t", budget_s=0)
