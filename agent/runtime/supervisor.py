@@ -53,6 +53,8 @@ class Supervisor:
         self._next_change: dict[str, datetime] = {}
         self._heartbeat = time.monotonic()
         self._busy = threading.Event()
+        # held while a pipeline reports and while one is retired: no report lands after its retirement
+        self._report_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
 
     # lifecycle -----------------------------------------------------------------------------------
@@ -222,7 +224,7 @@ class Supervisor:
         log.info("task %s started with %d input(s)", record.id, len(record.spec.input.data))
 
     def _retire(self, task_id: str) -> None:
-        with self._lock:
+        with self._report_lock, self._lock:
             entry = self._pipelines.pop(task_id, None)
         if entry is not None:
             entry[0].stop()
@@ -230,15 +232,16 @@ class Supervisor:
 
     def _reporter(self, task_id: str, owner: list[Pipeline]) -> Callable[[PipelineStatus], None]:
         def report(status: PipelineStatus) -> None:
-            with self._lock:
-                entry = self._pipelines.get(task_id)
-            if entry is None or not owner or entry[0] is not owner[0]:
-                return  # a late report from a retired pipeline must not overwrite what replaced it
-            if status.state is TaskState.SUCCEEDED:
-                self._pending.put(task_id)
-                self._wake.set()
-                return
-            self._service.report(task_id, state=status.state, status=status.status,
-                                 inputs=[input_summary(s) for s in status.inputs])
+            with self._report_lock:
+                with self._lock:
+                    entry = self._pipelines.get(task_id)
+                if entry is None or not owner or entry[0] is not owner[0]:
+                    return  # a late report from a retired pipeline must not overwrite what replaced it
+                if status.state is TaskState.SUCCEEDED:
+                    self._pending.put(task_id)
+                    self._wake.set()
+                    return
+                self._service.report(task_id, state=status.state, status=status.status,
+                                     inputs=[input_summary(s) for s in status.inputs])
 
         return report

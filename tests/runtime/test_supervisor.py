@@ -127,6 +127,7 @@ def test_schedule_starts_and_stops_on_time_with_injected_clock(
     clock.now = monday_noon + timedelta(seconds=121)
     runtime.supervisor.wake()
     wait_until(lambda: not runtime.supervisor.pipelines(), what="pipeline stopped after the window")
+    wait_until(lambda: runtime.service.show("p", task_id)["state"] == "STOPPED", what="STOPPED")
     shown = runtime.service.show("p", task_id)
     assert shown["state"] == "STOPPED" and shown["schedule_status"]["status"] == "WAITING"
     assert shown["desired_state"] == "RUNNING"  # the schedule stopped it, not the user
