@@ -113,10 +113,11 @@ class DeviceTwinClient:
         """Call ``handler(topic, payload)`` for every JSON object published on ``topic``."""
         with self._lock:
             handlers = self._handlers.setdefault(topic, [])
-            first = not handlers
+            # decided under the lock that _on_connect snapshots topics under: every topic is subscribed once
+            subscribe_now = not handlers and self._connected.is_set()
             handlers.append(handler)
         self._start()
-        if first and self._connected.is_set():
+        if subscribe_now:
             self._client.subscribe(topic, qos=1)
 
         def unsubscribe() -> None:
@@ -124,10 +125,10 @@ class DeviceTwinClient:
                 current = self._handlers.get(topic, [])
                 if handler in current:
                     current.remove(handler)
-                last = not current
-                if last:
+                unsubscribe_now = not current and self._connected.is_set()
+                if not current:
                     self._handlers.pop(topic, None)
-            if last and self._connected.is_set():
+            if unsubscribe_now:
                 self._client.unsubscribe(topic)
 
         return unsubscribe
@@ -155,10 +156,10 @@ class DeviceTwinClient:
             return
         with self._lock:
             topics = [*self._result_topics, *self._handlers]
+            self._connected.set()
         _, mid = client.subscribe([(topic, 1) for topic in topics])
         with self._lock:
             self._result_mid = mid
-        self._connected.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:

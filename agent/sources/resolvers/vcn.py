@@ -59,6 +59,7 @@ class VcnSession:
                                     follow_redirects=False)
         self._lock = threading.Lock()  # one login at a time; guards the fields below
         self._logged_in = False
+        self._refused = False  # the last login was refused: only a lookup may try again, never the keep-alive
         self._generation = 0  # bumped by every login, so concurrent inputs re-login only once per expiry
         self._stop = threading.Event()
         self._keepalive: threading.Thread | None = None
@@ -113,6 +114,7 @@ class VcnSession:
         body = self._json(response, "login")
         code = body.get("resultCode", "missing")
         if code not in ACCEPTED_LOGIN_CODES:
+            self._refused = True
             # Not retryable: repeating a refused login would lock the account on most platforms.
             raise ResolveError(f"{self.where}: login as {self._username} refused with resultCode {code}",
                                retryable=False)
@@ -129,6 +131,7 @@ class VcnSession:
         else:
             log.info("%s: logged in as %s", self.where, self._username)
         self._logged_in = True
+        self._refused = False
         self._generation += 1
         if self._keepalive is None:
             self._keepalive = threading.Thread(target=self._keep_alive, daemon=True,
@@ -140,7 +143,8 @@ class VcnSession:
             try:
                 with self._lock:
                     if not self._logged_in:
-                        self._login_locked()
+                        if not self._refused:
+                            self._login_locked()
                         continue
                 response = self._call("GET", KEEPALIVE_PATH)
                 code = self._json(response, "keepAlive").get("resultCode", "missing")

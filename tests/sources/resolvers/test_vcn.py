@@ -190,3 +190,20 @@ def test_check_wants_a_real_port(vcn_platform: VcnPlatform) -> None:
     with pytest.raises(ApiError) as caught:
         VcnResolver(verify=False).check(bad)
     assert caught.value.params == ["input.vcn.port"]
+
+
+def test_keepalive_never_repeats_a_refused_login(vcn_platform: VcnPlatform) -> None:
+    vcn_platform.cameras["cam01#domain"] = "rtsp://10.0.0.5/cam01"
+    resolver = VcnResolver(verify=False, keepalive_s=0.1)
+    try:
+        resolver.resolve(ref(vcn_platform))
+        vcn_platform.password = "Changed#On-Platform-9"
+        vcn_platform.expire_sessions()
+        deadline = time.monotonic() + 20
+        while vcn_platform.count("/loginInfo/login/v1.0") < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert vcn_platform.count("/loginInfo/login/v1.0") == 2
+        time.sleep(1.0)  # ten keep-alive periods in which a retrying loop would log in again
+        assert vcn_platform.count("/loginInfo/login/v1.0") == 2  # repeated refusals would lock the account
+    finally:
+        resolver.close()
