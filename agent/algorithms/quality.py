@@ -1,12 +1,13 @@
 """video-quality-diagnosis: camera tamper and image-quality checks a VMS operator wants alarms for.
 
 Checks, each on a copy of the frame shrunk to 320 px wide (scores then mean the same at any resolution):
-- ``blur``: variance of the Laplacian below ``blur_threshold`` (focus lost, lens smeared);
+- ``blur``: variance of the Laplacian below ``blur_threshold`` (focus lost, lens smeared) — not raised
+  while ``dark``, ``bright`` or ``occlusion`` is, which explain a lack of detail;
 - ``dark`` / ``bright``: mean luma below ``dark_threshold`` / above ``bright_threshold``;
 - ``occlusion``: the share of low-texture tiles above ``occlusion_threshold`` (lens covered) — not
   raised while ``dark`` or ``bright`` is, which already explain a featureless frame;
 - ``frozen``: no change between samples (mean absolute difference below ``frozen_threshold``) for
-  ``frozen_s`` seconds;
+  ``frozen_s`` seconds — not raised while ``dark``, ``bright`` or ``occlusion`` is;
 - ``color_cast``: the Lab chroma offset relative to the chroma spread above ``color_cast_threshold``
   (the usual "equivalent circle" cast factor; a colourful scene has a large spread and no cast);
 - ``signal_loss``: the input's stream went down.
@@ -51,7 +52,10 @@ class QualityConfig(AlgorithmConfig):
     occlusion_threshold: float = Field(
         0.75, gt=0, le=1, description="Share of featureless tiles (8×8 grid) above which the view is occluded.")
     frozen_threshold: float = Field(
-        0.3, ge=0, description="Mean absolute luma change between samples below which the image is still.")
+        0.5, ge=0,
+        description="Mean absolute luma change (0–255, at 320 px wide) between samples below which the image is "
+                    "still. Re-encoded still images change by up to about 0.4 at keyframes; sensor noise of a "
+                    "live camera is usually above 0.5.")
     frozen_s: float = Field(15.0, gt=0, description="Seconds without change before the image counts as frozen.")
     color_cast_threshold: float = Field(
         1.5, gt=0, description="Cast factor (chroma offset / chroma spread) above which a cast is reported.")
@@ -127,11 +131,14 @@ class VideoQualityDiagnosis(Algorithm):
         scores["dark"] = (brightness, config.dark_threshold, brightness < config.dark_threshold)
         scores["bright"] = (brightness, config.bright_threshold, brightness > config.bright_threshold)
         exposure_bad = scores["dark"][2] or scores["bright"][2]
-        sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).var())
-        # A dark or blown-out frame has no detail to be sharp with: that is reported as such, not as blur.
-        scores["blur"] = (sharpness, config.blur_threshold, sharpness < config.blur_threshold and not exposure_bad)
+        # A dark or blown-out frame has no detail at all, and a covered lens little: each is reported as
+        # what it is, not also as occlusion or blur.
         flat = _flat_share(gray)
-        scores["occlusion"] = (flat, config.occlusion_threshold, flat > config.occlusion_threshold and not exposure_bad)
+        occluded = flat > config.occlusion_threshold and not exposure_bad
+        scores["occlusion"] = (flat, config.occlusion_threshold, occluded)
+        sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).var())
+        blurred = sharpness < config.blur_threshold and not exposure_bad and not occluded
+        scores["blur"] = (sharpness, config.blur_threshold, blurred)
         cast = _cast_factor(bgr)
         scores["color_cast"] = (cast, config.color_cast_threshold, cast > config.color_cast_threshold)
 
@@ -143,7 +150,9 @@ class VideoQualityDiagnosis(Algorithm):
                 state.still_since = state.previous_time  # unchanged since the previous sample was taken
         state.previous, state.previous_time = gray, now
         still_for = 0.0 if state.still_since is None else now - state.still_since
-        scores["frozen"] = (still_for, config.frozen_s, still_for >= config.frozen_s)
+        # A black, blown-out or covered frame shows no change either way: it is reported as what it is.
+        featureless = exposure_bad or occluded
+        scores["frozen"] = (still_for, config.frozen_s, still_for >= config.frozen_s and not featureless)
 
         items = []
         for check, (score, threshold, holds) in scores.items():
