@@ -496,7 +496,9 @@ class MqttControl:
 
     def _answer(self, request: _Request) -> None:
         reply = self._handler.handle(request.payload)
-        addressed = reply.request_id is not None or request.correlation is not None
+        # Without a request id the answer still reaches the sender through its own v5 reply channel.
+        addressed = reply.request_id is not None or request.correlation is not None or (
+            self._v5 and bool(request.response_topic) and _valid_publish_topic(request.response_topic or ""))
         if not addressed:
             log.warning("unanswerable MQTT request (%d bytes): %s", len(request.payload),
                         mask_text(str(reply.body.get("detail", ""))))

@@ -276,6 +276,11 @@ def test_malformed_payloads_never_stop_the_channel(harness: Harness) -> None:
     for payload in (b"\xff\xfe", b"[1, 2]", b'{"request_id": 5}', b'{"op": "list"}'):
         nameless = harness.call(payload)
         assert nameless["status"] == 400 and nameless["request_id"] is None
+    # a Response Topic alone (mosquitto_rr sends no Correlation Data) is a reply channel too
+    bare = f"reply/{harness.prefix}/bare"
+    harness.peer.subscribe(bare)
+    harness.peer.request(harness.prefix, b"{", response_topic=bare)
+    assert harness.peer.answer(bare, None)["body"]["params"] == ["body"]
     # no request id and no correlation data: logged only, and the next request is still answered
     plain = f"{harness.prefix}/tasks/response"
     harness.peer.request(harness.prefix, b"not json at all")
