@@ -16,6 +16,7 @@ from agent.outputs.router import ResultRouter
 from agent.redact import secrets
 from agent.runtime import sdnotify
 from agent.runtime.checks import static_checks
+from agent.runtime.metrics import MetricsEndpoint, MetricSources
 from agent.runtime.supervisor import Supervisor, utc_now
 from agent.settings import AgentSettings
 from agent.sources.resolvers.registry import ResolverSet
@@ -40,7 +41,12 @@ class AgentRuntime:
         self.router = ResultRouter(settings)
         self.supervisor = Supervisor(settings, self.service, self.resolvers, self.router, clock=clock,
                                      realtime_files=realtime_files)
-        app = create_app(self.service, token, extra_status=self._health, dead_letters=self.router.dead_letters)
+        self.metrics = MetricsEndpoint(MetricSources(
+            node_id=settings.node_id, started_at=self.started_at, healthy=self.healthy,
+            pipelines=self.supervisor.pipelines, router=self.router.status,
+            control_connected=lambda: None if self.mqtt_control is None else self.mqtt_control.connected))
+        app = create_app(self.service, token, extra_status=self._health, dead_letters=self.router.dead_letters,
+                         metrics=self.metrics.render)
         self.api = ApiServer(app, settings.api.host, settings.api.port)
         # MQTT control plane: absent [mqtt] means REST only
         self.mqtt_control = (MqttControl(settings, self.service, started_at=self.started_at)
