@@ -304,6 +304,7 @@ class MqttControl:
         self._generation = 0
         self._connects = 0
         self._last_error: str | None = None
+        self._refusal: str | None = None  # the broker's CONNACK reason; network thread only
         self._publish_lock = threading.Lock()  # store read + state publish, so the newest state is the last sent
         self._jobs: queue.Queue[_Job] = queue.Queue(QUEUE_MAX)
         self._backoff = Backoff()
@@ -410,7 +411,7 @@ class MqttControl:
             while not self._stop.is_set() and rc is MQTTErrorCode.MQTT_ERR_SUCCESS:
                 rc = self._client.loop(timeout=LOOP_TIMEOUT_S)
             if not self._stop.is_set():
-                self._wait_before_retry(f"lost the broker {broker} ({mqtt.error_string(rc)})")
+                self._wait_before_retry(self._refusal or f"lost the broker {broker} ({mqtt.error_string(rc)})")
 
     def _wait_before_retry(self, reason: str) -> None:
         delay = self._backoff.next()
@@ -420,10 +421,11 @@ class MqttControl:
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode,
                     _properties: Properties | None) -> None:
-        if reason.is_failure:
-            self._set_state(LinkState.WAITING, f"broker refused the connection: {reason}")
-            log.error("broker %s:%d refused the connection: %s", self._mqtt.host, self._mqtt.port, reason)
+        if reason.is_failure:  # e.g. bad credentials: the broker closes the link, the backoff applies
+            self._refusal = f"the broker {self._mqtt.host}:{self._mqtt.port} refused the connection: {reason}"
+            self._set_state(LinkState.WAITING, self._refusal)
             return
+        self._refusal = None
         with self._lock:
             self._state = LinkState.CONNECTED
             self._generation += 1

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
+import subprocess
 import threading
 import time
 import uuid
@@ -416,6 +418,62 @@ def test_unreachable_broker_does_not_block_start_or_stop(tmp_path: Path) -> None
     control.stop(timeout=5)
     store.close()
     assert time.monotonic() - started < 10
+
+
+def _tls_broker(tmp: Path) -> Broker:
+    """Mosquitto with TLS (client certificates required) and a password file, certificates made here."""
+    from tests.fixtures.ports import free_port
+
+    def run(*args: str) -> None:
+        subprocess.run(args, cwd=tmp, check=True, capture_output=True)
+
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    run("openssl", "req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=test-ca")
+    (tmp / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    for name in ("server", "client"):
+        run("openssl", "req", *key, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        run("openssl", "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.crt", "-days", "2", "-extfile", "san.ext")
+    run("mosquitto_passwd", "-b", "-c", "passwd", "agent", "broker-pass-77")
+    port = free_port()
+    conf = tmp / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\ncafile {tmp}/ca.crt\ncertfile {tmp}/server.crt\n"
+                    f"keyfile {tmp}/server.key\nrequire_certificate true\nallow_anonymous false\n"
+                    f"password_file {tmp}/passwd\npersistence false\nlog_type none\n"
+                    # as root Mosquitto drops to user "mosquitto", who cannot read pytest's 0700 tmp dir
+                    f"user {getpass.getuser()}\n")
+    broker = Broker("127.0.0.1", port, conf)
+    broker.start()
+    return broker
+
+
+@pytest.mark.integration
+def test_tls_with_client_certificate_and_password_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    broker = _tls_broker(tmp_path)
+    (tmp_path / "password").write_text("broker-pass-77\n")
+    (tmp_path / "wrong").write_text("not-the-pass-88\n")
+    tls = {"ca_file": tmp_path / "ca.crt", "cert_file": tmp_path / "client.crt", "key_file": tmp_path / "client.key"}
+    controls: list[tuple[MqttControl, TaskStore]] = []
+    try:
+        for password_file in ("password", "wrong"):
+            state = tmp_path / f"state-{password_file}"
+            settings = make_settings(state, broker, username="agent", password_file=tmp_path / password_file,
+                                     tls=tls)
+            store = TaskStore(state)
+            control = MqttControl(settings, TaskService(store), started_at=0.0)
+            controls.append((control, store))
+            control.start()
+        good, bad = controls[0][0], controls[1][0]
+        wait_until(lambda: good.connected, what="the TLS connection")
+        wait_until(lambda: "refused" in (bad.status().last_error or ""), what="the refusal")
+        assert not bad.connected and "Not authorized" in (bad.status().last_error or "")
+    finally:
+        for control, store in controls:
+            control.stop(timeout=5)
+            store.close()
+        broker.stop()
+    assert "broker-pass-77" not in caplog.text and "not-the-pass-88" not in caplog.text
 
 
 # pieces without a broker -----------------------------------------------------------------------
