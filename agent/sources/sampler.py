@@ -20,6 +20,8 @@ from enum import Enum
 # Keyframe intervals jitter by a few milliseconds on live streams; "at or below the keyframe rate"
 # tolerates that much.
 _KEYFRAME_RATE_TOLERANCE = 1.02
+# At or below this rate, decoding starts keyframe-only before the keyframe interval is measured.
+_OPTIMISTIC_KEYFRAME_FPS = 0.5
 
 
 class DecodeMode(Enum):
@@ -32,7 +34,11 @@ def choose_decode_mode(target_fps: float, stream_fps: float | None, keyframe_int
     """The cheapest decode that still yields ``target_fps`` (``<= 0`` means every frame)."""
     if target_fps <= 0 or (stream_fps is not None and target_fps >= stream_fps):
         return DecodeMode.FULL
-    if keyframe_interval is not None and target_fps * keyframe_interval <= _KEYFRAME_RATE_TOLERANCE:
+    if keyframe_interval is None:
+        # Until two keyframes were seen, guess from the rate: most cameras send a keyframe at least
+        # every 2 s, and a wrong guess costs a few samples of the first GOP, not a GOP of decoding.
+        return DecodeMode.KEYFRAMES if target_fps <= _OPTIMISTIC_KEYFRAME_FPS else DecodeMode.SAMPLED
+    if target_fps * keyframe_interval <= _KEYFRAME_RATE_TOLERANCE:
         return DecodeMode.KEYFRAMES
     return DecodeMode.SAMPLED
 

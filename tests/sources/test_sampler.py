@@ -79,7 +79,9 @@ def test_rate_is_kept_over_any_span(target: float, source: float, seconds: int) 
         (1, 25, 2.0, DecodeMode.SAMPLED),  # 1 fps is above the keyframe rate of a 2 s GOP
         (0.5, 25, 2.0, DecodeMode.KEYFRAMES),
         (1, 25, 1.0, DecodeMode.KEYFRAMES),
-        (0.5, 25, None, DecodeMode.SAMPLED),  # keyframe rate not measured yet
+        (1, 25, None, DecodeMode.SAMPLED),  # keyframe rate not measured yet: decode everything
+        (0.5, 25, None, DecodeMode.KEYFRAMES),  # … unless the rate is so low that most GOPs fit
+        (0.5, 25, 4.0, DecodeMode.SAMPLED),  # a wrong guess is corrected once the interval is known
         (0.2, None, 2.0, DecodeMode.KEYFRAMES),
     ],
 )

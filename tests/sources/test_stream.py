@@ -92,10 +92,12 @@ def gaps(frames: list[Frame]) -> list[float]:
 
 def test_sampling_rate_and_keyframe_only_mode(rtsp_h264: RtspServer, rtsp_server: RtspServerFactory) -> None:
     gop_1s = rtsp_server(gop=25)
+    gop_3s = rtsp_server(gop=75)
     streams = {
         "1fps_gop2s": VideoStream(0, target(rtsp_h264.url), FAST, 1.0),
         "0.5fps_gop2s": VideoStream(1, target(rtsp_h264.url), FAST, 0.5),
         "1fps_gop1s": VideoStream(2, target(gop_1s.url), FAST, 1.0),
+        "0.5fps_gop3s": VideoStream(3, target(gop_3s.url), FAST, 0.5),
     }
     results: dict[str, list[Frame]] = {}
 
@@ -120,6 +122,9 @@ def test_sampling_rate_and_keyframe_only_mode(rtsp_h264: RtspServer, rtsp_server
         assert gaps(results[name])[-2:] == pytest.approx([period, period], abs=0.05), name
         # after the keyframe interval is known (two GOPs), only keyframes are decoded
         assert status.frames_decoded < 2 * 25 * 2 + 10, name  # type: ignore[attr-defined]
+    # 0.5 fps starts keyframe-only before the GOP is known; a 3 s GOP turns it off again
+    assert results["0.5fps_gop3s.status"][0].keyframe_only is False  # type: ignore[attr-defined]
+    assert gaps(results["0.5fps_gop3s"])[-2:] == pytest.approx([2.0, 2.0], abs=0.05)
 
 
 def test_raising_the_rate_turns_keyframe_only_off(rtsp_server: RtspServerFactory) -> None:
