@@ -135,3 +135,20 @@ def test_scheduled_task_starts_and_stops_on_time(
     wait_until(lambda: task_state(agent, task_id)["state"] == "STOPPED", what="STOPPED after the window")
     assert datetime.now(UTC) >= now + timedelta(seconds=29)
     assert task_state(agent, task_id)["schedule_status"]["status"] == "WAITING"
+
+
+def test_sigterm_stops_a_busy_agent_cleanly_within_systemds_window(
+        agent_factory: AgentFactory, rtsp_h264: RtspServer, webhook_receiver: WebhookReceiver) -> None:
+    agent = agent_factory()
+    with agent.client() as client:
+        for index in range(3):
+            body = intrusion_task(rtsp_h264.url, webhook_receiver.url, name=f"busy-{index}")
+            assert client.post("/v2/p1/services/intrusion-detection/tasks", json=body).status_code == 200
+        wait_until(lambda: all(t["state"] == "RUNNING" for t in client.get("/v2/p1/tasks").json()["tasks"]),
+                   what="three RUNNING tasks")
+    assert agent.process is not None
+    started = time.monotonic()
+    assert agent.stop() == 0
+    assert time.monotonic() - started < 10.0  # systemd's default stop timeout; the unit allows 15 s
+    log = agent.log.read_text()
+    assert "edge-agent stopped" in log and "Traceback" not in log

@@ -150,3 +150,38 @@ def test_tasks_resume_after_restart_and_stop_is_obeyed(
     runtime.start()
     assert [p.task_id for p in runtime.supervisor.pipelines()] == [running]
     assert runtime.service.get("p", stopped).state is TaskState.STOPPED
+
+
+def test_update_of_a_running_task_restarts_it_with_the_new_spec(
+        tmp_path: Path, media: Path, webhook_receiver: WebhookReceiver, runtimes: list[AgentRuntime]) -> None:
+    runtime = make_runtime(tmp_path, media)
+    runtimes.append(runtime)
+    runtime.start()
+    raw = intrusion_task("rtsp://127.0.0.1:9/none", webhook_receiver.url)
+    task_id = runtime.service.create("p", "intrusion-detection", raw)
+    first = wait_until(lambda: runtime.supervisor.pipelines(), what="first pipeline")[0]
+    assert first.inputs[0].url == "rtsp://127.0.0.1:9/none"
+    runtime.service.update("p", task_id, {"input": {"type": "url", "data": [{"url": str(media / "walk.mp4")}]}})
+    wait_until(lambda: (p := runtime.supervisor.pipelines()) and p[0].inputs[0].url != first.inputs[0].url,
+               what="the pipeline to be replaced")
+    assert webhook_receiver.wait_for(1, timeout=60)[0].json["task_id"] == task_id
+
+
+def test_a_task_whose_algorithm_vanished_is_start_failed(tmp_path: Path, media: Path,
+                                                          runtimes: list[AgentRuntime]) -> None:
+    from agent.tasks.model import parse_create
+    from agent.tasks.store import Desired, TaskRecord, TaskStore, now_ms
+
+    store = TaskStore(tmp_path / "state")
+    spec = parse_create(intrusion_task(str(media / "walk.mp4"), "http://127.0.0.1:9/hook"))
+    store.insert(TaskRecord("f" * 32, "p", "uninstalled-plugin", spec, TaskState.RUNNING, Desired.RUNNING,
+                            created_at=now_ms(), updated_at=now_ms()))
+    store.close()
+    runtime = make_runtime(tmp_path, media)
+    runtimes.append(runtime)
+    runtime.start()
+    record = wait_until(lambda: (r := runtime.service.get("p", "f" * 32)).state is TaskState.START_FAILED and r,
+                        what="START_FAILED")
+    assert record.error is not None and "uninstalled-plugin" in record.error.message
+    assert runtime.supervisor.pipelines() == []
+    assert runtime.supervisor.healthy()
