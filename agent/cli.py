@@ -135,6 +135,44 @@ def cmd_task(args: argparse.Namespace) -> int:
     return client.call("PUT", f"/tasks/{args.task_id}/action/{op}")
 
 
+# demo, diag, algorithms ------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    from agent.demo import DemoOptions, run_demo
+
+    return run_demo(DemoOptions(seconds=args.seconds, keep=args.keep, output=args.output))
+
+
+def cmd_diag(args: argparse.Namespace) -> int:
+    from agent.diag import DiagOptions, run_diag
+
+    return run_diag(DiagOptions(config=args.config, as_json=args.json, url=args.url, timeout_s=args.timeout,
+                                sample_s=args.sample, project=args.project))
+
+
+def cmd_algorithms(args: argparse.Namespace) -> int:
+    from agent.algorithms.registry import describe_installed
+
+    described = describe_installed()
+    if args.json:
+        print(json.dumps(described, indent=2, ensure_ascii=False))
+        return 0
+    for algorithm in described:
+        print(f"{algorithm['service_name']}  versions {', '.join(algorithm['versions'])}  "
+              f"event_type {algorithm['event_type']}  default fps {algorithm['fps']}")
+        if algorithm["summary"]:
+            print(f"  {algorithm['summary']}")
+        if algorithm["data_categories"]:
+            print(f"  images on request (data_category): {', '.join(algorithm['data_categories'])}")
+        schema = algorithm["config_schema"]
+        print("  config.common:")
+        for name, prop in schema.get("properties", {}).items():
+            kind = prop.get("type") or " | ".join(str(o.get("type", "?")) for o in prop.get("anyOf", [])) or "object"
+            default = f" = {json.dumps(prop['default'])}" if "default" in prop else ""
+            print(f"    {name} ({kind}){default}: {prop.get('description', '')}")
+        print()
+    return 0
+
+
 def cmd_version(_: argparse.Namespace) -> int:
     print(f"edge-agent {__version__}")
     return 0
@@ -173,6 +211,26 @@ def build_parser() -> argparse.ArgumentParser:
     update.add_argument("task_id")
     update.add_argument("file", help="JSON body file, or - for standard input")
     task.set_defaults(func=cmd_task)
+
+    demo = commands.add_parser("demo", help="run a synthetic camera through the whole agent, print the events")
+    demo.add_argument("--seconds", type=float, default=12.0, help="length of the scene (default: %(default)s)")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary state directory")
+    demo.add_argument("--output", type=Path, help="folder for the annotated event JPEG (default: a temp folder)")
+    demo.set_defaults(func=cmd_demo)
+
+    diag = commands.add_parser("diag", help="check config, state, broker, API, every input and sink; "
+                                            "exit 1 when something FAILs")
+    diag.add_argument("--json", action="store_true", help="machine-readable report")
+    diag.add_argument("--url", help="probe this one stream (rtsp://…, http://…, a file) instead of the tasks")
+    diag.add_argument("--timeout", type=float, default=5.0, help="seconds per network check (default: %(default)s)")
+    diag.add_argument("--sample", type=float, default=5.0,
+                      help="seconds of decoding per stream probe (default: %(default)s)")
+    diag.add_argument("--project", default=DEFAULT_PROJECT, help="project id used for the API check")
+    diag.set_defaults(func=cmd_diag)
+
+    algorithms = commands.add_parser("algorithms", help="list installed algorithms, versions, config.common")
+    algorithms.add_argument("--json", action="store_true", help="machine-readable, with the JSON schemas")
+    algorithms.set_defaults(func=cmd_algorithms)
 
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)
