@@ -57,6 +57,7 @@ RECEIVE_MAXIMUM = 20  # unacknowledged requests the broker may push at once (v5;
 QUEUE_MAX = 1000  # worker backlog; above RECEIVE_MAXIMUM only QoS 0 floods can reach it
 OUTGOING_QUEUE_MAX = 1000  # paho's buffer of unsent QoS 1 answers while the link is down
 LOOP_TIMEOUT_S = 0.5  # how long one paho loop call may block; bounds stop() latency
+WORKER_POLL_S = 0.2  # how often an idle worker looks at its stop event
 _PEEK_BYTES = 4096
 # Reads a request id out of a payload that is too big or not JSON, so the sender still gets its 400.
 _PEEK_REQUEST_ID = re.compile(rb'"request_id"\s*:\s*"([^"\\\x00-\x1f]{1,128})"')
@@ -270,7 +271,7 @@ class _StaleState:
     task_id: str
 
 
-_Job = _Request | _Resync | _StaleState | None  # None stops the worker
+_Job = _Request | _Resync | _StaleState
 
 
 def _valid_publish_topic(topic: str) -> bool:
@@ -308,7 +309,8 @@ class MqttControl:
         self._publish_lock = threading.Lock()  # store read + state publish, so the newest state is the last sent
         self._jobs: queue.Queue[_Job] = queue.Queue(QUEUE_MAX)
         self._backoff = Backoff()
-        self._stop = threading.Event()
+        self._stop = threading.Event()  # ends the network thread
+        self._stop_worker = threading.Event()  # ends the worker after the job in hand
         self._network = threading.Thread(target=self._run_network, name="mqtt-control-network", daemon=True)
         self._worker = threading.Thread(target=self._run_worker, name="mqtt-control-requests", daemon=True)
         service.add_listener(self._on_task_change)
@@ -332,9 +334,8 @@ class MqttControl:
     def stop(self, timeout: float = 5.0) -> None:
         """Finish the request in hand, say offline, disconnect. Unhandled requests stay with the broker."""
         deadline = time.monotonic() + timeout
+        self._stop_worker.set()
         if self._worker.is_alive():
-            self._drop_backlog()
-            self._jobs.put(None)
             self._worker.join(max(0.1, deadline - time.monotonic()))
         if self.connected:
             info = self._client.publish(self.status_topic, self._presence_payload("offline"), qos=QOS, retain=True)
@@ -360,6 +361,7 @@ class MqttControl:
             reconnect_on_failure=False,
         )
         client.enable_logger(logging.getLogger("agent.control.mqtt.paho"))
+        client.suppress_exceptions = True  # a failing callback is logged by paho; the network loop goes on
         client.max_queued_messages_set(OUTGOING_QUEUE_MAX)
         if settings.username is not None:
             password = settings.resolved_password()
@@ -407,9 +409,17 @@ class MqttControl:
             except (OSError, ssl.SSLError) as exc:  # ssl.SSLError is an OSError; named for the reader
                 self._wait_before_retry(f"cannot reach the broker {broker}: {mask_text(str(exc))}")
                 continue
+            except Exception as exc:  # whatever paho raises, the channel retries instead of dying
+                log.exception("connecting to the MQTT broker %s failed", broker)
+                self._wait_before_retry(f"cannot connect to the broker {broker}: {type(exc).__name__}")
+                continue
             rc = MQTTErrorCode.MQTT_ERR_SUCCESS
-            while not self._stop.is_set() and rc is MQTTErrorCode.MQTT_ERR_SUCCESS:
-                rc = self._client.loop(timeout=LOOP_TIMEOUT_S)
+            try:
+                while not self._stop.is_set() and rc is MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    rc = self._client.loop(timeout=LOOP_TIMEOUT_S)
+            except Exception:
+                log.exception("the MQTT network loop failed")
+                rc = MQTTErrorCode.MQTT_ERR_UNKNOWN
             if not self._stop.is_set():
                 self._wait_before_retry(self._refusal or f"lost the broker {broker} ({mqtt.error_string(rc)})")
 
@@ -472,20 +482,15 @@ class MqttControl:
         except queue.Full:  # unacknowledged QoS 1 requests come back after the next reconnect
             log.warning("MQTT request backlog full (%d); dropping a message", QUEUE_MAX)
 
-    def _drop_backlog(self) -> None:
-        """Unhandled requests stay unacknowledged, so the broker hands them over again next time."""
-        while True:
-            try:
-                self._jobs.get_nowait()
-            except queue.Empty:
-                return
-
     # worker thread ----------------------------------------------------------------------------------
     def _run_worker(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
+        # Jobs left in the queue at stop are dropped: their requests were never acknowledged, so the
+        # broker hands them over again on the next connect.
+        while not self._stop_worker.is_set():
+            try:
+                job = self._jobs.get(timeout=WORKER_POLL_S)
+            except queue.Empty:
+                continue
             try:
                 if isinstance(job, _Request):
                     self._answer(job)
