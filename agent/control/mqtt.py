@@ -16,6 +16,7 @@ redelivery harmless.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hmac
 import json
@@ -23,6 +24,7 @@ import logging
 import queue
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -274,6 +276,12 @@ class _StaleState:
 _Job = _Request | _Resync | _StaleState
 
 
+def _no_delay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+    # An answer often follows a state publish at once; Nagle would hold it until the broker's delayed ACK.
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 def _valid_publish_topic(topic: str) -> bool:
     return 0 < len(topic.encode()) <= 65535 and not any(c in topic for c in "+#\x00")
 
@@ -379,6 +387,7 @@ class MqttControl:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_socket_open = _no_delay
         properties: Properties | None = None
         if self._v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
