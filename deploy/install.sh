@@ -9,6 +9,7 @@
 #   apt: python3, python3-venv, ca-certificates (PyAV and OpenCV wheels bundle FFmpeg: no ffmpeg libs)
 #   user edge-agent (system, no login, no home)
 #   /opt/edge-agent/venv        the package and its dependencies (replaced on upgrade)
+#   /usr/local/bin/edge-agent   symlink to the venv's command
 #   /etc/edge-agent/agent.toml  from deploy/agent.toml (or --config) only when absent: never overwritten
 #   /etc/edge-agent/token       API token, generated once, 0600 edge-agent
 #   /var/lib/edge-agent         state (tasks, outbox), 0700 edge-agent
@@ -176,6 +177,11 @@ say "installing $(basename "$TARGET") into $VENV"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade $PIP_ARGS "$TARGET"
 "$VENV/bin/$SERVICE" version >/dev/null || die "$VENV/bin/$SERVICE does not run"
 say "installed: $("$VENV/bin/$SERVICE" version)"
+
+# On PATH for operators (edge-agent diag, edge-agent task …). Absolute target: right on the box
+# even when staged with --root.
+mkdir -p "$ROOT/usr/local/bin"
+ln -sfn "/opt/$SERVICE/venv/bin/$SERVICE" "$ROOT/usr/local/bin/$SERVICE"
 
 if [ -d "$SCRIPT_DIR/../docs" ]; then
     mkdir -p "$OPT/docs"

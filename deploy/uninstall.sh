@@ -49,6 +49,11 @@ rm -f "$UNIT"
 [ "$PURGE" = no ] || rm -rf "$UNIT.d"
 [ "$SYSTEMD" = no ] || systemctl daemon-reload
 rm -rf "$ROOT/opt/$SERVICE"
+# Only our own link: an edge-agent installed some other way is not ours to remove.
+LINK="$ROOT/usr/local/bin/$SERVICE"
+if [ -L "$LINK" ] && [ "$(readlink "$LINK")" = "/opt/$SERVICE/venv/bin/$SERVICE" ]; then
+    rm -f "$LINK"
+fi
 say "removed $UNIT and $ROOT/opt/$SERVICE"
 
 if [ "$PURGE" = no ]; then

@@ -1,19 +1,26 @@
 """deploy/install.sh and uninstall.sh run for real into a temporary root, and the unit they install.
 
-One install (twice, to prove idempotence) is shared by the module: a fresh venv with every
-dependency takes 20–40 s. The fixture records what the tests check while the install is in place,
-then uninstalls and purges, recording again; the tests assert on those observations.
+One install (twice, to prove idempotence) is shared by the module. It builds a fresh venv and the
+package from the source tree, but with ``--pip-arg=--no-deps``: unpacking numpy, OpenCV and PyAV
+(~370 MB) into every test run would cost 20–40 s more on a quiet box and minutes on a busy one.
+``edge-agent version`` imports no third-party module, so it still proves the installed entry point
+on its own; the dependencies are then borrowed from the test interpreter (a .pth file) only to load
+the installed config with the installed package. The fixture records what the tests check while
+the install is in place, then uninstalls and purges, recording again; the tests assert on those
+observations.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pwd
 import re
 import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +37,7 @@ UNINSTALL = REPO / "deploy" / "uninstall.sh"
 UNIT_SOURCE = REPO / "systemd" / "edge-agent.service"
 CONFIG_TEMPLATE = REPO / "deploy" / "agent.toml"
 HOST_UNIT = Path("/etc/systemd/system/edge-agent.service")
-# The interpreter that runs the tests: its base installation builds the venv (the venv is not
-# reused, so the install proves the dependencies resolve from pyproject.toml).
+# The base installation of the interpreter that runs the tests builds the venv.
 BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
 
 
@@ -63,6 +69,7 @@ class Observations:
     modes: dict[str, int] = field(default_factory=dict)
     installed_unit: str = ""
     note: str = ""
+    command_link: str = ""
     version: subprocess.CompletedProcess[str] | None = None
     agent_location: str = ""
     settings_seen: dict[str, str] = field(default_factory=dict)
@@ -96,7 +103,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Observations:
     root = seen.root
     etc = root / "etc/edge-agent"
     venv = root / "opt/edge-agent/venv"
-    install = (INSTALL, "--root", root, "--skip-apt", "--python", BASE_PYTHON)
+    install = (INSTALL, "--root", root, "--skip-apt", "--python", BASE_PYTHON, "--pip-arg=--no-deps")
 
     seen.runs.append(_run(*install))
     assert seen.runs[0].returncode == 0, seen.runs[0].stderr
@@ -112,10 +119,15 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Observations:
                  "var/lib/edge-agent", "opt/edge-agent", "etc/systemd/system/edge-agent.service"):
         seen.modes[name] = _mode(root / name)
     seen.installed_unit = (root / "etc/systemd/system/edge-agent.service").read_text()
+    seen.command_link = os.readlink(root / "usr/local/bin/edge-agent")
     seen.note = (root / "opt/edge-agent/INSTALL-NOTE.txt").read_text()
     # From inside the root: `python -c` puts the working directory first on sys.path, and the
     # checkout's agent/ must not stand in for the installed one.
     seen.version = _run(venv / "bin/edge-agent", "version", timeout=60, cwd=root)
+    # Only now (pip must never see the checkout's editable install): the test venv's dependencies,
+    # after the installed venv's own site-packages on sys.path.
+    (site_packages,) = (venv / "lib").glob("python3*/site-packages")
+    (site_packages / "zz-test-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     probe = textwrap.dedent(
         """
         import json, sys, agent
@@ -137,7 +149,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Observations:
     assert HOST_UNIT.exists() == unit_before
 
     # Stands in for the task store and outbox the agent would have written.
-    (root / "var/lib/edge-agent/tasks.sqlite").write_bytes(b"state")
+    (root / "var/lib/edge-agent/tasks.db").write_bytes(b"state")
     seen.uninstall_runs.append(_run(UNINSTALL, "--root", root))
     seen.after_uninstall = _tree(root)
     seen.uninstall_runs.append(_run(UNINSTALL, "--root", root, "--purge"))
@@ -181,6 +193,12 @@ def test_installed_unit_is_the_repository_unit(installed: Observations) -> None:
     assert installed.installed_unit == UNIT_SOURCE.read_text()
 
 
+def test_command_is_linked_onto_path(installed: Observations) -> None:
+    # Absolute and unprefixed: the link is for the box, where the root is /.
+    assert installed.command_link == "/opt/edge-agent/venv/bin/edge-agent"
+    assert "usr/local/bin/edge-agent" not in installed.after_uninstall
+
+
 def test_entry_point_of_the_installed_venv_runs(installed: Observations) -> None:
     assert installed.version is not None
     assert installed.version.returncode == 0, installed.version.stderr
@@ -209,7 +227,7 @@ def test_uninstall_keeps_config_and_state_purge_removes_them(installed: Observat
     assert installed.after_uninstall == {
         "etc/edge-agent/agent.toml",
         "etc/edge-agent/token",
-        "var/lib/edge-agent/tasks.sqlite",
+        "var/lib/edge-agent/tasks.db",
     }
     assert installed.after_purge == set()
     assert not (installed.root / "var/lib/edge-agent").exists()
