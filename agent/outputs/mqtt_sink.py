@@ -59,6 +59,7 @@ class MqttEventSink:
         self._acks: list[Ack] = []
         self._connected = threading.Event()
         self._disconnects = 0
+        self._stopping = False
         protocol = mqtt.MQTTv5 if self._mqtt.protocol == "5" else mqtt.MQTTv311
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -91,6 +92,7 @@ class MqttEventSink:
         self._client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
@@ -129,7 +131,7 @@ class MqttEventSink:
 
     def _handle_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode,
                            properties: Any) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._stopping:
             log.warning("MQTT events connection to %s:%d lost: %s", self._mqtt.host, self._mqtt.port,
                         mask_text(str(reason)))
         with self._lock:

@@ -61,6 +61,7 @@ class Subscriber:
     def __init__(self, host: str, port: int, topic: str, *, client_id: str = "test-subscriber",
                  persistent: bool = False) -> None:
         self.messages: list[tuple[str, Any]] = []
+        self.events: list[str] = []  # connects and disconnects, for failure messages
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         self._topic = topic
@@ -69,14 +70,20 @@ class Subscriber:
         self.client.reconnect_delay_set(1, 1)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
+        self.client.on_disconnect = self._on_disconnect
         self.client.connect_async(host, port)
         self.client.loop_start()
         if not self._subscribed.wait(10):
             raise TimeoutError("subscriber did not connect")
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self.events.append(f"{time.monotonic():.1f} connect {reason} session_present={flags.session_present}")
         client.subscribe(self._topic, qos=1)
         self._subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any,
+                       properties: Any) -> None:
+        self.events.append(f"{time.monotonic():.1f} disconnect {reason}")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self._cond:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ def _msg(sink: Sink, task: str, n: int, size: int = 10) -> NewMessage:
 
 
 @pytest.fixture
-def outbox(tmp_path: Path) -> Outbox:
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
     box = Outbox(tmp_path / "state" / "outbox.db")
     yield box
     box.close()
@@ -69,7 +70,8 @@ def test_ack_deletes_and_counts(outbox: Outbox) -> None:
 def test_dead_letter_moves_the_row_without_secrets(outbox: Outbox) -> None:
     outbox.add([NewMessage(Sink.WEBHOOK, "a", "m1", HOOK, b'{"message_id":"m1"}')])
     row = outbox.lane(Sink.WEBHOOK, "a", 1)[0]
-    outbox.dead_letter(row, "HTTP 400 from http://127.0.0.1:9/hook", {"url": HOOK["url"], "headers": {"X-Token": "***"}})
+    safe = {"url": HOOK["url"], "headers": {"X-Token": "***"}}
+    outbox.dead_letter(row, "HTTP 400 from http://127.0.0.1:9/hook", safe)
     assert outbox.stats(Sink.WEBHOOK).backlog == 0
     assert outbox.stats(Sink.WEBHOOK).dead_letters == 1
     [letter] = outbox.dead_letters()

@@ -201,7 +201,10 @@ def _outage_settings(broker: Broker, tmp_path: Path) -> AgentSettings:
     store = tmp_path / "mosquitto-store"
     store.mkdir()
     broker.stop()
-    broker.conf.write_text(broker.conf.read_text() + f"persistence true\npersistence_location {store}/\n")
+    # autosave after every change: the session must be on disk even if a loaded box makes the fixture
+    # SIGKILL the broker instead of waiting for its orderly save at exit
+    broker.conf.write_text(broker.conf.read_text() + f"persistence true\npersistence_location {store}/\n"
+                           "autosave_on_changes true\nautosave_interval 1\n")
     broker.start()
     return make_settings(tmp_path / "state", broker)
 
@@ -220,6 +223,7 @@ def _broker_outage(broker: Broker, tmp_path: Path, make_router: Any, subscriber_
         router.submit(TASK_ID, "svc", output, ["cam"], [make_event(seq)])
         seq += 1
     subscriber.wait_for(lambda m: len(m) >= 50, timeout=20)
+    outage_from = seq
     broker.stop()
     outage_end = time.monotonic() + outage_s
     while time.monotonic() < outage_end:  # events keep flowing while the broker is away
@@ -233,7 +237,13 @@ def _broker_outage(broker: Broker, tmp_path: Path, make_router: Any, subscriber_
         router.submit(TASK_ID, "svc", output, ["cam"], [make_event(seq)])
         seq += 1
     total = seq
-    got = subscriber.wait_for(lambda m: len({p["message_id"] for _, p in m}) >= total, timeout=60)
+    try:
+        got = subscriber.wait_for(lambda m: len({p["message_id"] for _, p in m}) >= total, timeout=60)
+    except TimeoutError:
+        seen = {p["data"]["event_set"][0]["seq"] for _, p in subscriber.messages}
+        missing = sorted(set(range(total)) - seen)
+        pytest.fail(f"missing {len(missing)} of {total}: {missing[:20]}; outage from seq {outage_from}; "
+                    f"{router.status()}; subscriber: {subscriber.events}; now {time.monotonic():.1f}")
     first_seen: list[int] = []
     ids: set[str] = set()
     for _, payload in got:

@@ -1,0 +1,187 @@
+"""Outbox throughput: events/s committed, and delivered to MQTT QoS 1 and to a local webhook.
+
+Runs each measurement for synchronous=NORMAL and FULL and prints the figures with their ratio to the
+targets (>= 2,000 events/s committed, >= 1,000 events/s delivered). A real Mosquitto and a real HTTP
+receiver (a minimal ASGI app under uvicorn, in its own process so it does not share our GIL) run on
+free loopback ports; the outbox lives on disk under --dir (not tmpfs: fsync must cost what it costs).
+
+    .venv/bin/python bench/outbox.py [--events 5000] [--image-kb 0] [--dir /var/tmp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from agent.algorithms.event import Event  # noqa: E402
+from agent.outputs.router import ResultRouter  # noqa: E402
+from agent.settings import AgentSettings, MqttSettings  # noqa: E402
+from agent.sources.frame import FrameInfo  # noqa: E402
+from agent.tasks.model import TaskOutput  # noqa: E402
+from tests.fixtures.ports import free_port, wait_for_port  # noqa: E402
+
+TARGET_COMMIT = 2000.0
+TARGET_DELIVER = 1000.0
+TASK_ID = "0123456789abcdef0123456789abcdef"
+
+# The local webhook: a minimal ASGI app under uvicorn in its own process, so that the figure is ours and
+# not http.server's (tests/fixtures/webhook.py is built for scripting faults, not for speed).
+RECEIVER_APP = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+"""
+
+
+@contextmanager
+def mosquitto(workdir: Path) -> Iterator[int]:
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                    "max_queued_messages 1000000\nlog_type none\n")
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@contextmanager
+def webhook_receiver(workdir: Path) -> Iterator[str]:
+    port = free_port()
+    (workdir / "bench_receiver.py").write_text(RECEIVER_APP)
+    process = subprocess.Popen([sys.executable, "-m", "uvicorn", "--app-dir", str(workdir), "bench_receiver:app",
+                                "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                                "--no-access-log"])
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}/hook"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def make_event(seq: int, image: bytes) -> Event:
+    frame = FrameInfo(0, 9000 + seq, seq / 25, time.time(), 1920, 1080)
+    items = ({"detection_id": seq, "category": "person", "confidence": 0.91,
+              "bounding_box": {"x": 100, "y": 200, "width": 80, "height": 160}},)
+    return Event(196609, 0, frame, items, images={"image": image} if image else {})
+
+
+def settings_for(state: Path, mode: str, mqtt_port: int) -> AgentSettings:
+    return AgentSettings(node_id="bench", state_dir=state, outbox={"synchronous": mode},
+                         mqtt=MqttSettings(host="127.0.0.1", port=mqtt_port))
+
+
+def wait_drained(router: ResultRouter, sink: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while router.status().sink(sink).backlog > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{sink} backlog not drained")
+        time.sleep(0.01)
+
+
+def measure(state_root: Path, mode: str, mqtt_port: int, hook: str, count: int, image: bytes,
+            ) -> dict[str, float]:
+    events = [make_event(n, image) for n in range(count)]
+    outputs = {
+        "webhook": TaskOutput(webhook={"url": hook, "headers": {"X-Token": "bench"}, "data_category": ["image"]}),
+        "mqtt": TaskOutput(event_center=True),
+        "both": TaskOutput(webhook={"url": hook, "headers": {"X-Token": "bench"}, "data_category": ["image"]},
+                           event_center=True),
+    }
+    results: dict[str, float] = {}
+
+    def fresh_router(name: str) -> ResultRouter:
+        state = state_root / f"{mode}-{name}"
+        return ResultRouter(settings_for(state, mode, mqtt_port))
+
+    def timed(action: Callable[[], None]) -> float:
+        started = time.perf_counter()
+        action()
+        return time.perf_counter() - started
+
+    # 1. commit: one submit (one transaction) per event, as a pipeline does per frame
+    for name in ("webhook", "both"):
+        router = fresh_router(f"commit-{name}")
+        seconds = timed(lambda r=router, o=outputs[name]: [r.submit(TASK_ID, "bench", o, ["cam"], [e])
+                                                           for e in events])
+        results[f"commit ({name}), 1 event per submit"] = count / seconds
+        router.stop()
+    router = fresh_router("commit-batch")
+    seconds = timed(lambda: [router.submit(TASK_ID, "bench", outputs["webhook"], ["cam"], events[i:i + 10])
+                             for i in range(0, count, 10)])
+    results["commit (webhook), 10 events per submit"] = count / seconds
+    router.stop()
+
+    # 2. delivery from a full outbox (committed first, then the delivery threads start)
+    for name in ("mqtt", "webhook"):
+        router = fresh_router(f"deliver-{name}")
+        router.submit(TASK_ID, "bench", outputs[name], ["cam"], events)
+        seconds = timed(lambda r=router, n=name: (r.start(), wait_drained(r, n)))
+        results[f"delivered to {name} (backlog)"] = count / seconds
+        router.stop()
+
+    # 3. end to end: submit one event at a time while both sinks deliver
+    router = fresh_router("e2e")
+    router.start()
+
+    def flow() -> None:
+        for event in events:
+            router.submit(TASK_ID, "bench", outputs["both"], ["cam"], [event])
+        wait_drained(router, "mqtt")
+        wait_drained(router, "webhook")
+
+    results["end to end, both sinks (submit → last delivery)"] = count / timed(flow)
+    router.stop()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--image-kb", type=int, default=0, help="JPEG size sent to the webhook (0: none)")
+    parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="where the outbox files go")
+    args = parser.parse_args()
+    image = bytes(range(256)) * (args.image_kb * 4)
+    print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''}, "
+          f"Python {platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}")
+    print(f"events per measurement: {args.events}, image: {args.image_kb} KiB, outbox dir: {args.dir}")
+    with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-outbox-") as tmp, \
+            mosquitto(Path(tmp)) as mqtt_port, webhook_receiver(Path(tmp)) as hook:
+        table: dict[str, dict[str, float]] = {}
+        for mode in ("NORMAL", "FULL"):
+            table[mode] = measure(Path(tmp), mode, mqtt_port, hook, args.events, image)
+    width = max(len(name) for name in table["NORMAL"])
+    print(f"\n{'measurement':<{width}}  {'NORMAL/s':>9} {'FULL/s':>9}  {'FULL÷NORMAL':>11}  "
+          f"{'NORMAL÷target':>13} {'FULL÷target':>11}")
+    for name in table["NORMAL"]:
+        target = TARGET_COMMIT if name.startswith("commit") else TARGET_DELIVER
+        normal, full = table["NORMAL"][name], table["FULL"][name]
+        print(f"{name:<{width}}  {normal:9.0f} {full:9.0f}  {full / normal:11.2f}  "
+              f"{normal / target:13.2f} {full / target:11.2f}")
+    print(f"\ntargets: commit >= {TARGET_COMMIT:.0f}/s, delivery >= {TARGET_DELIVER:.0f}/s")
+
+
+if __name__ == "__main__":
+    main()
