@@ -270,6 +270,7 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout, err: TextIO = sy
     output = options.output or Path(tempfile.mkdtemp(prefix="edge-agent-demo-output-"))
     runtime: AgentRuntime | None = None
     sink: EventSink | None = None
+    api: httpx.Client | None = None
     try:
         progress.say(f"[1/4] drawing a {options.seconds:g} s synthetic camera scene with PyAV …")
         began = time.monotonic()
@@ -334,6 +335,8 @@ def run_demo(options: DemoOptions, *, out: TextIO = sys.stdout, err: TextIO = sy
         progress.say("[4/4] summary")
         return _summary(scene, figures, sink.deliveries, output, out)
     finally:
+        if api is not None:
+            api.close()  # an open keep-alive connection would hold up the API server's shutdown
         if sink is not None:
             sink.stop()
         if runtime is not None:
