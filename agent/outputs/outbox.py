@@ -6,7 +6,9 @@ or dead-lettered). Rows are deleted when delivered; a permanent failure moves th
 At the size cap the oldest undelivered rows are dropped and counted — never the process memory.
 
 WAL mode; ``synchronous`` is NORMAL or FULL (see docs/benchmarks-outbox.md for the measured cost). Both
-survive ``kill -9`` (a committed transaction is in the WAL file); FULL also survives a power cut.
+survive ``kill -9`` (a committed transaction is in the WAL file). FULL syncs every commit, so it survives a
+power cut too; NORMAL syncs at most once a second (a WAL checkpoint), so a power cut may lose the events of
+that last second, never corrupt the file.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from typing import Any, Literal
 
 log = logging.getLogger(__name__)
 
+# With synchronous=NORMAL a commit reaches the WAL file but not the disk; a checkpoint syncs the WAL first.
+# Checkpointing at most this often bounds what a power cut can take to the last second of events while
+# commits stay cheap (measured in docs/benchmarks-outbox.md).
+SYNC_INTERVAL_S = 1.0
 # Bytes charged per row on top of payload and destination: the rowid, indexes and page slack, so that the
 # cap tracks the file size closely enough with many small events.
 ROW_OVERHEAD = 128
@@ -136,12 +142,15 @@ class Outbox:
         max_bytes: int = 1 << 30,
         synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
         dead_letter_limit: int = DEAD_LETTER_LIMIT,
+        sync_interval_s: float = SYNC_INTERVAL_S,
     ) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise ValueError("outbox.synchronous must be NORMAL or FULL")
         self.path = path
         self.max_bytes = max_bytes
         self._dead_letter_limit = dead_letter_limit
+        self._sync_interval_s = sync_interval_s if synchronous == "NORMAL" else None
+        self._last_sync = time.monotonic()
         open_private_file(path)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -165,7 +174,16 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self._db.close()
+
+    def _sync_if_due(self) -> None:
+        if self._sync_interval_s is None:
+            return
+        now = time.monotonic()
+        if now - self._last_sync >= self._sync_interval_s:
+            self._last_sync = now
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # -- writing -----------------------------------------------------------------------------------
 
@@ -200,6 +218,7 @@ class Outbox:
             for message in messages:
                 self._backlog[message.sink] += 1
                 self._lanes[message.sink].add(message.task_id)
+            self._sync_if_due()
         for sink, count in dropped.items():
             log.warning("outbox at its size cap (%d bytes): dropped the %d oldest undelivered %s events",
                         self.max_bytes, count, sink.value)
