@@ -28,6 +28,9 @@ def encode(path: Path, frames: Iterator[Image] | list[Image], fps: int = 25) -> 
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"preset": "ultrafast", "g": str(2 * fps), "bf": "0", "crf": "23"}
                 stream.codec_context.time_base = Fraction(1, fps)
+                # PyAV's default slice threading splits every frame into one slice per core; the test
+                # RTSP server (GStreamer qtdemux → rtph264pay) then loses all but the last slice.
+                stream.codec_context.thread_type = "FRAME"
             frame = av.VideoFrame.from_ndarray(image, format="bgr24")
             frame.pts = index
             container.mux(stream.encode(frame))
