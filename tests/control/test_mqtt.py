@@ -15,6 +15,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -508,5 +510,31 @@ def test_handler_refuses_before_touching_the_store(tmp_path: Path) -> None:
         assert reply.status == 404 and reply.body["params"] == ["template"]
         assert store.answer_for("ok") is None  # reads are not remembered
         assert store.answer_for("t") is not None
+    finally:
+        store.close()
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                  max_size=4),
+                     max_leaves=20)
+_ENVELOPE = st.fixed_dictionaries(
+    {"request_id": st.text(min_size=1, max_size=10)},
+    optional={"op": st.sampled_from(["create", "update", "delete", "start", "stop", "show", "list", "x"]) | _JSON,
+              "project_id": st.sampled_from(["proj", ""]) | _JSON, "service_name": _JSON,
+              "task_id": st.sampled_from(["a" * 32]) | _JSON, "body": _JSON, "template": _JSON, "token": _JSON},
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.binary(max_size=300) | _ENVELOPE.map(lambda e: json.dumps(e).encode()))
+def test_no_payload_breaks_the_handler(tmp_path: Path, payload: bytes) -> None:
+    store = TaskStore(tmp_path)
+    try:
+        reply = RequestHandler(TaskService(store), max_bytes=4096, control_token=None).handle(payload)
+        assert reply.status in (200, 400, 404)
+        json.loads(reply.payload())  # always a valid JSON answer
+        if reply.status != 200:
+            assert set(reply.body) == {"error_code", "error_msg", "detail", "params", "reason", "advice"}
     finally:
         store.close()
