@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
+from agent.diag import AgentView, Level, Probe, _check, check_outbox, render_table, stream_checks
+from agent.redact import secrets
 from agent.runtime.app import AgentRuntime
-from agent.settings import load_settings
+from agent.settings import AgentSettings, load_settings
 from agent.tasks.model import TaskState
 from tests.fixtures.mosquitto import Broker
 from tests.fixtures.ports import free_port
 from tests.fixtures.rtsp import RtspServer, SilentRtspServer
 from tests.fixtures.webhook import WebhookReceiver
-
-pytestmark = pytest.mark.integration
 
 RTSP_PASSWORD = "cam-Pa55word!x"
 HOOK_SECRET = "hook-header-secret-991"
@@ -53,6 +53,7 @@ def assert_no_secret(text: str) -> None:
 
 
 # --- one stream, no task --------------------------------------------------------------------------------
+@pytest.mark.integration
 def test_url_probe_of_a_live_rtsp_stream_reports_what_it_found(rtsp_h264: RtspServer) -> None:
     url = rtsp_h264.url_with("admin", RTSP_PASSWORD)
     code, report, everything = diag_json("--url", url, "--sample", "3", "--timeout", "3")
@@ -73,6 +74,7 @@ def test_url_probe_of_a_live_rtsp_stream_reports_what_it_found(rtsp_h264: RtspSe
     assert "probing rtsp://***@" in everything  # progress went to stderr, masked
 
 
+@pytest.mark.integration
 def test_url_probe_table_names_a_dead_port_with_a_hint() -> None:
     url = f"rtsp://admin:{RTSP_PASSWORD}@127.0.0.1:{free_port()}/stream1"
     code, out, err = diag("--url", url, "--sample", "1", "--timeout", "2")
@@ -86,6 +88,7 @@ def test_url_probe_table_names_a_dead_port_with_a_hint() -> None:
     assert_no_secret(out + err)
 
 
+@pytest.mark.integration
 def test_url_probe_of_a_hung_camera_fails_within_its_timeout(silent_rtsp: SilentRtspServer) -> None:
     started = time.monotonic()
     code, report, _ = diag_json("--url", silent_rtsp.url, "--sample", "1", "--timeout", "1")
@@ -96,6 +99,7 @@ def test_url_probe_of_a_hung_camera_fails_within_its_timeout(silent_rtsp: Silent
     assert time.monotonic() - started < 30  # ~2× the timeout plus start-up, never the FFmpeg default (forever)
 
 
+@pytest.mark.integration
 def test_invalid_config_fails_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "agent.toml"
     config.write_text(f'state_dir = "{tmp_path / "state"}"\n[mqtt]\nport = 99999\n')
@@ -142,6 +146,7 @@ def wait_running(runtime: AgentRuntime, task_id: str) -> None:
     raise AssertionError("task did not reach RUNNING")
 
 
+@pytest.mark.integration
 def test_stopped_agent_is_diagnosed_from_config_and_state_dir(
         box: tuple[Path, Path], rtsp_h264: RtspServer, webhook_receiver: WebhookReceiver) -> None:
     config, _ = box
@@ -182,6 +187,7 @@ def test_stopped_agent_is_diagnosed_from_config_and_state_dir(
     assert_no_secret(everything)
 
 
+@pytest.mark.integration
 def test_running_agent_is_asked_through_its_api(
         box: tuple[Path, Path], rtsp_h264: RtspServer, webhook_receiver: WebhookReceiver, tmp_path: Path) -> None:
     config, _ = box
@@ -209,3 +215,69 @@ def test_running_agent_is_asked_through_its_api(
         assert token["status"] == "FAIL" and token["hint"]
     finally:
         runtime.stop()
+
+
+# --- the judgement, on figures given directly ----------------------------------------------------------
+def good_probe(**changes: Any) -> Probe:
+    values: dict[str, Any] = {"url": "rtsp://***@cam/1", "transport": "tcp", "open_s": 0.4, "codec": "h264",
+                              "width": 1280, "height": 720, "fps": 25.0, "keyframe_interval_s": 2.0,
+                              "sample_s": 5.0, "frames": 125, "decoded_fps": 25.0}
+    values.update(changes)
+    return Probe(**values)
+
+
+@pytest.mark.parametrize(("changes", "open_level", "decode_level", "hint_word"), [
+    ({}, Level.OK, Level.OK, None),
+    ({"keyframe_interval_s": 8.0}, Level.WARN, Level.OK, "I-frame interval"),
+    ({"decode_errors": 3}, Level.OK, Level.WARN, "packet loss"),
+    ({"frames": 50, "decoded_fps": 10.0}, Level.OK, Level.WARN, "sub-stream"),
+    ({"frames": 0, "decoded_fps": 0.0}, Level.OK, Level.FAIL, "nothing decoded"),
+    ({"error": "the server ended the stream after 1.0 s", "hint": "check the link"}, Level.OK, Level.FAIL,
+     "check the link"),
+    ({"frames": 40, "decoded_fps": 400.0, "ended": True, "fps": 25.0}, Level.OK, Level.OK, None),
+])
+def test_stream_findings_become_levels_with_hints(changes: dict[str, Any], open_level: Level,
+                                                  decode_level: Level, hint_word: str | None) -> None:
+    opened, decoded = stream_checks("cam", good_probe(**changes))
+    assert (opened.level, decoded.level) == (open_level, decode_level)
+    hints = " ".join(h for h in (opened.hint, decoded.hint) if h)
+    assert (hint_word is None and not hints) or (hint_word is not None and hint_word in hints)
+    assert "1280x720" in opened.detail and "keyframe every" in opened.detail
+
+
+def test_a_failed_open_is_one_fail_row() -> None:
+    checks = stream_checks("cam", Probe("rtsp://***@cam/1", "tcp", error="connection refused", hint="Fix it."))
+    assert [(c.level, c.hint) for c in checks] == [(Level.FAIL, "Fix it.")]
+
+
+def outbox_view(backlog: float, oldest: float, dead: float) -> AgentView:
+    metrics = {}
+    for sink in ("webhook", "mqtt"):
+        labels = frozenset({("sink", sink)})
+        metrics[("edge_agent_outbox_backlog", labels)] = backlog if sink == "webhook" else 0.0
+        metrics[("edge_agent_outbox_oldest_undelivered_age_seconds", labels)] = oldest if sink == "webhook" else 0.0
+        metrics[("edge_agent_outbox_dead_letters_total", labels)] = dead if sink == "webhook" else 0.0
+    return AgentView({}, metrics)
+
+
+@pytest.mark.parametrize(("backlog", "oldest", "dead", "level"), [
+    (0, 0, 0, Level.OK), (3, 10, 0, Level.OK), (3, 120, 0, Level.WARN), (3, 7200, 0, Level.FAIL),
+    (0, 0, 2, Level.WARN),
+])
+def test_outbox_age_and_dead_letters_set_the_level(tmp_path: Path, backlog: float, oldest: float, dead: float,
+                                                   level: Level) -> None:
+    settings = AgentSettings(state_dir=tmp_path)
+    checks = {c.subject: c for c in check_outbox(settings, outbox_view(backlog, oldest, dead))}
+    assert checks["outbox webhook"].level is level
+    assert checks["outbox mqtt"].level is Level.OK
+    assert f"{int(backlog)} waiting" in checks["outbox webhook"].detail
+
+
+def test_every_string_of_a_check_is_masked_and_the_table_shows_hints() -> None:
+    secrets.add("tok-very-secret-55")
+    check = _check("api", "API token tok-very-secret-55", Level.FAIL, "got rtsp://u:pw1234@h/x",
+                   "token tok-very-secret-55 rejected", url="http://a:b@h/?token=abc")
+    assert "tok-very-secret-55" not in repr(check) and "pw1234" not in repr(check) and "abc" not in repr(check)
+    table = render_table([check], {"node_id": "n1", "agent_running": True})
+    assert table.splitlines()[0] == "edge-agent diag — node n1, agent running"
+    assert "↳ token *** rejected" in table and table.endswith("0 OK, 0 WARN, 1 FAIL")
