@@ -192,7 +192,9 @@ class IntrusionDetection(Algorithm):
             cx, cy = _centre(track.box)
             reach = max(track.box[2], track.box[3]) * 0.75 + 4  # how far an object moves between samples
             nearest = min(unmatched, key=lambda b: math.dist((cx, cy), _centre(b)))
-            if math.dist((cx, cy), _centre(nearest)) <= reach:
+            # Overlap also counts: an object merged with a neighbour or a decoding smear for a frame has
+            # its centre moved far, but it is still the same object.
+            if math.dist((cx, cy), _centre(nearest)) <= reach or _overlap(track.box, nearest):
                 unmatched.remove(nearest)
                 track.box, track.last_seen = nearest, now
                 track.hits += 1
@@ -244,6 +246,10 @@ def _roi_mask(rois: list[Polygon], size: tuple[int, int], work: tuple[int, int])
 def _frame_time(info: FrameInfo) -> float:
     """Seconds on the stream's clock when known (files are decoded faster than real time), else wall time."""
     return info.stream_time if info.stream_time is not None else info.captured_at
+
+
+def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
 
 
 def _centre(box: tuple[int, int, int, int]) -> tuple[float, float]:

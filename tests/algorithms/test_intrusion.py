@@ -156,3 +156,21 @@ def test_classify_people_is_refused_when_opencv_lacks_hog() -> None:
 def test_classify_people_marks_a_block_as_other(clip: Path) -> None:
     events = run(detector(rois=[RIGHT_HALF], cooldown_s=60, classify_people=True), clip)
     assert [item["category"] for e in events for item in e.event_set] == [2]
+
+
+def test_an_object_keeps_its_id_through_a_frame_where_it_merges_with_a_smear() -> None:
+    algorithm = detector(cooldown_s=0)  # report every sample: each shows the id the object has then
+    rng = np.random.default_rng(9)
+    background = video.textured_background(320, 180)
+    ids = []
+    for step in range(14):
+        image = background.copy()
+        if step >= 6:
+            x = 60 + 8 * (step - 6)
+            cv2.rectangle(image, (x, 80), (x + 20, 110), (0, 0, 0), -1)
+            if step in (10, 11):  # a decoding smear above it: the box grows far upwards
+                image[0:80, x: x + 20] = 255
+        noisy = cv2.add(image, rng.integers(0, 3, image.shape, dtype=np.uint8))
+        for event in algorithm.process({0: Frame.from_bgr(noisy, captured_at=step * 0.2)}):
+            ids.extend(item["detection_id"] for item in event.event_set)
+    assert len(ids) >= 6 and set(ids) == {ids[0]}
