@@ -242,3 +242,67 @@ def test_install_refuses_unknown_options_and_missing_sources(tmp_path: Path) -> 
     assert missing.returncode != 0
     assert "wheel not found" in missing.stderr
     assert not (tmp_path / "opt/edge-agent/venv").exists()
+
+
+# --- A real install (no --root) in a private mount namespace ---------------------------------------
+
+# Runs inside `unshare --mount`: /etc, /opt, /var/lib and /usr/local become overlays whose writes land
+# in the test's directory, so useradd, chown and the real paths are exercised and the host never
+# sees them. /run/systemd is hidden so the script cannot reach a host systemd.
+REAL_INSTALL = r"""
+set -eu
+W=$1; INSTALL=$2; UNINSTALL=$3; PYTHON=$4
+for dir in /etc /opt /var/lib /usr/local; do
+    mkdir -p "$W/upper$dir" "$W/work$dir"
+    mount -t overlay overlay -o "lowerdir=$dir,upperdir=$W/upper$dir,workdir=$W/work$dir" "$dir"
+done
+[ ! -d /run/systemd ] || mount -t tmpfs tmpfs /run/systemd
+"$INSTALL" --skip-apt --python "$PYTHON" --pip-arg=--no-deps > "$W/install-1.log"
+"$INSTALL" --skip-apt --python "$PYTHON" --pip-arg=--no-deps > "$W/install-2.log"
+stat -c '%n %U %G %a' /etc/edge-agent /etc/edge-agent/agent.toml /etc/edge-agent/token \
+    /var/lib/edge-agent /opt/edge-agent > "$W/owners.txt"
+getent passwd edge-agent > "$W/passwd.txt"
+cd / && edge-agent version > "$W/version.txt"
+"$UNINSTALL" > "$W/uninstall.log"
+ls /etc/edge-agent /var/lib/edge-agent > "$W/kept.txt"
+getent passwd edge-agent >> "$W/kept.txt"
+"$UNINSTALL" --purge >> "$W/uninstall.log"
+getent passwd edge-agent > "$W/purged.txt" || echo "no user" > "$W/purged.txt"
+ls /etc/edge-agent /var/lib/edge-agent /opt/edge-agent >> "$W/purged.txt" 2>&1 || true
+"""
+
+
+def test_real_install_creates_the_user_and_owns_secrets_and_state(tmp_path: Path) -> None:
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a private mount namespace")
+    if _host_user_exists():
+        pytest.skip("the host already has an edge-agent user: useradd would not run")
+    host_before = (Path("/opt/edge-agent").exists(), Path("/etc/edge-agent").exists())
+    result = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", REAL_INSTALL, "sh",
+         str(tmp_path), str(INSTALL), str(UNINSTALL), BASE_PYTHON],
+        capture_output=True, text=True, timeout=300, check=False,
+        env={**os.environ, "LC_ALL": "C", "PATH": "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "user edge-agent created" in (tmp_path / "install-1.log").read_text()
+    second = (tmp_path / "install-2.log").read_text()
+    assert "user edge-agent exists" in second
+    assert "systemd is not PID 1 here" in second
+    assert (tmp_path / "owners.txt").read_text().splitlines() == [
+        "/etc/edge-agent root root 755",
+        "/etc/edge-agent/agent.toml root edge-agent 640",
+        "/etc/edge-agent/token edge-agent edge-agent 600",
+        "/var/lib/edge-agent edge-agent edge-agent 700",
+        "/opt/edge-agent root root 755",
+    ]
+    assert ":/usr/sbin/nologin" in (tmp_path / "passwd.txt").read_text()
+    assert (tmp_path / "version.txt").read_text().strip() == f"edge-agent {agent.__version__}"
+    kept = (tmp_path / "kept.txt").read_text()
+    assert "agent.toml" in kept and "token" in kept and "edge-agent:" in kept
+    purged = (tmp_path / "purged.txt").read_text()
+    assert purged.startswith("no user")
+    assert purged.count("No such file or directory") == 3
+    # The namespace is gone and the host never saw any of it.
+    assert (Path("/opt/edge-agent").exists(), Path("/etc/edge-agent").exists()) == host_before
+    assert not _host_user_exists()
