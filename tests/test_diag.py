@@ -281,3 +281,25 @@ def test_every_string_of_a_check_is_masked_and_the_table_shows_hints() -> None:
     table = render_table([check], {"node_id": "n1", "agent_running": True})
     assert table.splitlines()[0] == "edge-agent diag — node n1, agent running"
     assert "↳ token *** rejected" in table and table.endswith("0 OK, 0 WARN, 1 FAIL")
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the store to another user")
+def test_stores_of_another_user_are_not_opened(tmp_path: Path) -> None:
+    from agent.outputs.outbox import Outbox
+    from agent.tasks.store import TaskStore
+
+    state = tmp_path / "state"
+    TaskStore(state).close()
+    Outbox(state / "outbox.db").close()
+    for name in ("tasks.db", "outbox.db"):
+        os.chown(state / name, 65534, 65534)
+    before = sorted(p.name for p in state.iterdir())
+    config = tmp_path / "agent.toml"
+    config.write_text(f'state_dir = "{state}"\n[api]\nlisten = "127.0.0.1:{free_port()}"\ntoken = "{API_TOKEN}"\n')
+    code, report, _ = diag_json("--timeout", "1", config=config)
+    checks = by_subject(report)
+    for name in ("tasks.db", "outbox.db"):
+        assert checks[name]["status"] == "WARN" and "sudo -u" in checks[name]["hint"]
+    assert code == 0  # nothing failed: diag just could not look
+    assert sorted(p.name for p in state.iterdir()) == before  # no WAL or journal file created as root
