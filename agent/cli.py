@@ -220,6 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     diag = commands.add_parser("diag", help="check config, state, broker, API, every input and sink; "
                                             "exit 1 when something FAILs")
+    diag.add_argument("--config", default=argparse.SUPPRESS,
+                      help="the agent's TOML config (also accepted before the command)")
     diag.add_argument("--json", action="store_true", help="machine-readable report")
     diag.add_argument("--url", help="probe this one stream (rtsp://…, http://…, a file) instead of the tasks")
     diag.add_argument("--timeout", type=float, default=5.0, help="seconds per network check (default: %(default)s)")
