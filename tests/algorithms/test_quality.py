@@ -10,6 +10,7 @@ import pytest
 
 from agent.algorithms.event import Event
 from agent.algorithms.quality import EVENT_TYPE, QualityConfig, VideoQualityDiagnosis
+from agent.sources.frame import Frame
 from tests.algorithms import video
 
 FPS = 10
@@ -107,3 +108,21 @@ def test_signal_loss_is_raised_once_per_outage_per_input() -> None:
     assert events[0].event_set[0]["reason"] == "connection refused"
     assert algorithm.input_up(4, 1010.0) == []
     assert VideoQualityDiagnosis(QualityConfig(checks=["blur"]), "1.0").input_down(4, "x", 0.0) == []
+
+
+def test_bright_frames_and_size_changes_per_input() -> None:
+    algorithm = VideoQualityDiagnosis(QualityConfig(min_duration_s=1.0), "1.0")
+    white = np.full((120, 160, 3), 250, np.uint8)
+    scene = video.textured_background(640, 360)
+    raised: list[tuple[int, str, float]] = []
+    for second in range(4):
+        frames = {
+            0: Frame.from_bgr(white, input_index=0, captured_at=float(second)),
+            # input 5 alternates between two resolutions of a sharp scene: nothing to report
+            5: Frame.from_bgr(scene if second % 2 else cv2.resize(scene, (320, 180)), input_index=5,
+                              captured_at=float(second)),
+        }
+        for event in algorithm.process(frames):
+            raised += [(event.input_index, item["check"], event.frame.captured_at) for item in event.event_set]
+    # Bright from 0 s, raised once it held for 1 s; no blur or occlusion for a blown-out frame.
+    assert raised == [(0, "bright", 1.0)]
