@@ -171,3 +171,33 @@ def test_broken_or_clashing_plugins_are_logged_and_left_out(tmp_path: Path, capl
     assert "missing_module_xyz" in caplog.text and "already taken" in caplog.text
     assert "not a subclass" in caplog.text
     registry.validate_task("intrusion-detection", "1.0", {})  # the others still work
+
+
+def test_a_crashing_and_a_slow_plugin_run_contained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.algorithms.runner import AlgorithmRunner
+
+    (tmp_path / "faulty_plugins.py").write_text(
+        "import time\n"
+        "from agent.algorithms.base import Algorithm\n"
+        "class Crashing(Algorithm):\n"
+        "    service_name, versions, event_type = 'crashing', ('1.0',), 1\n"
+        "    def process(self, frames):\n"
+        "        raise ZeroDivisionError('plugin bug')\n"
+        "class Slow(Algorithm):\n"
+        "    service_name, versions, event_type = 'slow', ('1.0',), 2\n"
+        "    def process(self, frames):\n"
+        "        time.sleep(0.3)\n"
+        "        return []\n")
+    _fake_dist(tmp_path, "faulty_plugins", "crashing = faulty_plugins:Crashing\nslow = faulty_plugins:Slow")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    frame = Frame.from_bgr(np.zeros((24, 32, 3), np.uint8))
+    crashing = AlgorithmRunner(registry.create("crashing", "1.0", {}), "t-crash", max_consecutive_failures=2)
+    slow = AlgorithmRunner(registry.create("slow", "1.0", {}), "t-slow", budget_s=0.1)
+    healthy = AlgorithmRunner(registry.create("video-quality-diagnosis", "1.0", {}), "t-ok")
+    for _ in range(2):
+        assert crashing.process({0: frame}) == []
+        assert slow.process({0: frame}) == []
+        healthy.process({0: frame})
+    assert not crashing.healthy and crashing.status().last_error == "ZeroDivisionError: plugin bug"
+    assert slow.healthy and slow.status().slow_calls == 2
+    assert healthy.healthy and healthy.status().failures == 0
