@@ -44,6 +44,8 @@ FREE_DISK_WARN = 1 * GIB
 OLDEST_WARN_S = 60.0
 OLDEST_FAIL_S = 3600.0
 LONG_GOP_S = 5.0
+CORE_SHARE_WARN = 0.8  # decode cost at the stream's rate, as a share of one core
+SLOW_SOURCE_SHARE = 0.5  # a live source delivering less than this share of its declared rate
 
 
 class Level(str, Enum):
@@ -422,7 +424,8 @@ class Probe:
     keyframe_interval_s: float | None = None  # measured from packet flags during the sample
     sample_s: float = 0.0
     frames: int = 0
-    decoded_fps: float = 0.0
+    decoded_fps: float = 0.0  # frames decoded per second of the sample: the arrival rate for live streams
+    decode_ms_per_frame: float | None = None  # CPU cost of one frame on one thread
     decode_errors: int = 0
     ended: bool = False  # a file played to its end within the sample
     error: str | None = None  # masked
@@ -457,7 +460,7 @@ def probe_stream(target: StreamTarget, settings: StreamSettings, *, timeout_s: f
                          hint="Point the input at the camera's video stream (check the path or channel).")
         stream = container.streams.video[0]
         context = stream.codec_context
-        context.thread_type = "AUTO"  # as the agent decodes at full rate
+        context.thread_count = 1  # one thread, so the time spent in decode() is the true cost per frame
         rate = stream.average_rate or stream.guessed_rate
         base = Probe(masked, transport, open_s=open_s, codec=context.name, width=context.width or None,
                      height=context.height or None, fps=float(rate) if rate else None)
@@ -473,6 +476,7 @@ def _decode_sample(container: Any, stream: Any, base: Probe, sample_s: float, li
 
     keyframes: list[float] = []
     frames = errors = 0
+    busy = 0.0
     ended = False
     error: str | None = None
     started = time.monotonic()
@@ -483,10 +487,12 @@ def _decode_sample(container: Any, stream: Any, base: Probe, sample_s: float, li
                 break
             if packet.is_keyframe and packet.pts is not None and stream.time_base is not None:
                 keyframes.append(float(packet.pts * stream.time_base))
+            decode_started = time.monotonic()
             try:
                 frames += len(stream.codec_context.decode(packet))
             except (av.error.InvalidDataError, ValueError):
                 errors += 1
+            busy += time.monotonic() - decode_started
             if time.monotonic() - started >= sample_s:
                 break
         else:
@@ -499,7 +505,8 @@ def _decode_sample(container: Any, stream: Any, base: Probe, sample_s: float, li
     gaps = [b - a for a, b in itertools.pairwise(keyframes) if b > a]
     return dataclasses.replace(
         base, keyframe_interval_s=statistics.median(gaps) if gaps else None, sample_s=elapsed, frames=frames,
-        decoded_fps=frames / elapsed, decode_errors=errors, ended=ended,
+        decoded_fps=frames / elapsed, decode_ms_per_frame=busy * 1000 / frames if frames else None,
+        decode_errors=errors, ended=ended,
         error=mask_text(error) if error else None,
         hint="The camera or network dropped the connection: check its load and the link." if error else None)
 
@@ -545,6 +552,11 @@ def stream_checks(subject: str, probe: Probe) -> list[Check]:
                            "camera's I-frame interval to 1–2 s.", **data)
     sample = (f"{probe.frames} frames in {probe.sample_s:.1f} s = {probe.decoded_fps:.1f} fps decoded, "
               f"{probe.decode_errors} decode error(s)" + (" (file ended)" if probe.ended else ""))
+    core_share = None
+    if probe.decode_ms_per_frame is not None and probe.fps:
+        core_share = probe.decode_ms_per_frame * probe.fps / 1000  # of one core, at the stream's own rate
+        sample += f"; {probe.decode_ms_per_frame:.1f} ms per frame = {core_share:.0%} of a core at {probe.fps:g} fps"
+    live = probe.transport != "file" and not probe.ended
     if probe.error is not None:
         checks.append(_check("stream", f"{subject} decode", Level.FAIL, f"{sample}; {probe.error}", probe.hint))
     elif probe.frames == 0:
@@ -554,10 +566,14 @@ def stream_checks(subject: str, probe: Probe) -> list[Check]:
     elif probe.decode_errors:
         checks.append(_check("stream", f"{subject} decode", Level.WARN, sample,
                              "Corrupt packets: packet loss on the link (use TCP) or an overloaded camera."))
-    elif not probe.ended and probe.fps and probe.decoded_fps < 0.8 * probe.fps and probe.sample_s >= 2.0:
+    elif core_share is not None and core_share > CORE_SHARE_WARN:
         checks.append(_check("stream", f"{subject} decode", Level.WARN, sample,
-                             "Decoding is slower than the stream: use the camera's sub-stream or a lower "
+                             "Decoding this stream takes most of a core: use the camera's sub-stream or a lower "
                              "resolution, or run fewer streams on this box."))
+    elif live and probe.fps and probe.sample_s >= 2.0 and probe.decoded_fps < SLOW_SOURCE_SHARE * probe.fps:
+        checks.append(_check("stream", f"{subject} decode", Level.WARN, sample,
+                             f"The source sends fewer frames than the {probe.fps:g} fps it declares: an overloaded "
+                             "camera or a lossy link."))
     else:
         checks.append(_check("stream", f"{subject} decode", Level.OK, sample))
     return checks

@@ -68,6 +68,7 @@ def test_url_probe_of_a_live_rtsp_stream_reports_what_it_found(rtsp_h264: RtspSe
     assert data["url"] == f"rtsp://***@127.0.0.1:{rtsp_h264.port}/test"
     decoded = checks["stream decode"]
     assert decoded["status"] == "OK" and decoded["data"] == {}
+    assert 0 < data["decode_ms_per_frame"] < 40 and "% of a core at 25 fps" in decoded["detail"]
     assert data["frames"] > 25 and data["decode_errors"] == 0  # at 25 fps, ~3 s
     assert "config" not in checks  # a bare probe needs no config
     assert_no_secret(everything)
@@ -230,7 +231,9 @@ def good_probe(**changes: Any) -> Probe:
     ({}, Level.OK, Level.OK, None),
     ({"keyframe_interval_s": 8.0}, Level.WARN, Level.OK, "I-frame interval"),
     ({"decode_errors": 3}, Level.OK, Level.WARN, "packet loss"),
-    ({"frames": 50, "decoded_fps": 10.0}, Level.OK, Level.WARN, "sub-stream"),
+    ({"frames": 50, "decoded_fps": 10.0}, Level.OK, Level.WARN, "fewer frames"),
+    ({"decode_ms_per_frame": 40.0}, Level.OK, Level.WARN, "sub-stream"),
+    ({"decode_ms_per_frame": 4.0}, Level.OK, Level.OK, None),
     ({"frames": 0, "decoded_fps": 0.0}, Level.OK, Level.FAIL, "nothing decoded"),
     ({"error": "the server ended the stream after 1.0 s", "hint": "check the link"}, Level.OK, Level.FAIL,
      "check the link"),
