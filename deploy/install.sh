@@ -18,7 +18,7 @@ set -eu
 
 SERVICE=edge-agent
 SERVICE_USER=edge-agent
-SCRIPT_DIR=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
+SCRIPT_DIR=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 
 usage() {
     cat <<EOF
@@ -71,7 +71,7 @@ done
 
 if [ -n "$ROOT" ]; then
     mkdir -p "$ROOT"
-    ROOT=$(CDPATH= cd -- "$ROOT" && pwd)
+    ROOT=$(CDPATH='' cd -- "$ROOT" && pwd)
     [ "$ROOT" != / ] || ROOT=
 fi
 [ -n "$ROOT" ] || [ "$(id -u)" -eq 0 ] || die "run as root (or use --root DIR to stage an install)"
@@ -149,9 +149,15 @@ own root:root 0755 "$ETC"
 own "$SERVICE_USER:$SERVICE_USER" 0700 "$STATE"
 
 # --- Virtual environment and package ----------------------------------------------------------
-if [ ! -x "$VENV/bin/python" ]; then
-    say "creating venv $VENV"
+VERSION_OF='import sys; print("%d.%d" % sys.version_info[:2])'
+WANTED=$("$PYTHON" -c "$VERSION_OF")
+if [ ! -e "$VENV/bin/python" ] && [ ! -L "$VENV/bin/python" ]; then
+    say "creating venv $VENV (Python $WANTED)"
     "$PYTHON" -m venv "$VENV"
+elif [ "$("$VENV/bin/python" -c "$VERSION_OF" 2>/dev/null || true)" != "$WANTED" ]; then
+    # A distribution upgrade replaced the interpreter under the venv: its packages are for the old one.
+    say "recreating venv $VENV for Python $WANTED"
+    "$PYTHON" -m venv --clear "$VENV"
 else
     say "reusing venv $VENV"
 fi

@@ -26,7 +26,7 @@ done
 
 if [ -n "$ROOT" ]; then
     [ -d "$ROOT" ] || die "no such directory: $ROOT"
-    ROOT=$(CDPATH= cd -- "$ROOT" && pwd)
+    ROOT=$(CDPATH='' cd -- "$ROOT" && pwd)
     [ "$ROOT" != / ] || ROOT=
 fi
 [ -n "$ROOT" ] || [ "$(id -u)" -eq 0 ] || die "run as root (or use --root DIR for a staged install)"
@@ -63,7 +63,7 @@ fi
 
 # StateDirectory= may have moved state below /var/lib/private if the unit ever ran with
 # DynamicUser=yes from a drop-in; remove that copy too.
-rm -rf "$ROOT/etc/$SERVICE" "$ROOT/var/lib/$SERVICE" "$ROOT/var/lib/private/$SERVICE"
+rm -rf "$ROOT/etc/${SERVICE:?}" "$ROOT/var/lib/${SERVICE:?}" "$ROOT/var/lib/private/${SERVICE:?}"
 say "purged $ROOT/etc/$SERVICE and $ROOT/var/lib/$SERVICE"
 if [ -z "$ROOT" ] && getent passwd "$SERVICE_USER" >/dev/null; then
     userdel "$SERVICE_USER"
