@@ -599,8 +599,9 @@ _TASK_LEVEL = {"RUNNING": Level.OK, "STOPPED": Level.OK, "SUCCEEDED": Level.OK, 
                "ABNORMAL": Level.FAIL, "FAILED": Level.FAIL, "START_FAILED": Level.FAIL}
 
 
-def check_tasks(settings: AgentSettings, options: DiagOptions, view: AgentView | None,
-                progress: Progress) -> list[Check]:
+def check_tasks(settings: AgentSettings, options: DiagOptions, view: AgentView | None, progress: Progress,
+                broker: Check | None = None) -> list[Check]:
+    """Each stored task, each input of those meant to run, each sink they deliver to."""
     from agent.tasks.store import Desired, TaskStore
 
     path, refused = _store_access(settings, "tasks.db")
@@ -621,6 +622,7 @@ def check_tasks(settings: AgentSettings, options: DiagOptions, view: AgentView |
         return [_check("task", "tasks", Level.OK, "no tasks stored")]
     checks: list[Check] = []
     webhooks: dict[str, list[str]] = {}
+    event_center: list[str] = []
     # The running agent holds the device-twin client id: diag resolves edge cameras from [[cameras]] then.
     resolver_settings = settings if view is None else settings.model_copy(update={"mqtt": None})
     from agent.sources.resolvers.registry import ResolverSet
@@ -644,6 +646,8 @@ def check_tasks(settings: AgentSettings, options: DiagOptions, view: AgentView |
             if output.webhook is not None:
                 secrets.add_all(output.webhook.headers.values())
                 webhooks.setdefault(output.webhook.url, []).append(short)
+            if output.event_center:
+                event_center.append(short)
             if record.desired is not Desired.RUNNING:
                 continue  # stopped tasks are not probed: use --url for one stream
             for index in range(len(record.spec.input.data)):
@@ -653,7 +657,22 @@ def check_tasks(settings: AgentSettings, options: DiagOptions, view: AgentView |
     for url, tasks in webhooks.items():
         progress(f"checking webhook {mask_url(url)} …")
         checks.append(check_webhook(url, tasks, options.timeout_s))
+    if event_center:
+        checks.append(_event_center_check(settings, event_center, broker))
     return checks
+
+
+def _event_center_check(settings: AgentSettings, tasks: list[str], broker: Check | None) -> Check:
+    """event_center events go to the broker: their sink is reachable when the broker check passed."""
+    used_by = f" (tasks {', '.join(tasks)})"
+    if settings.mqtt is None:
+        return _check("sink", "event_center (MQTT)", Level.FAIL, "tasks publish to event_center, but there is no "
+                      "[mqtt]" + used_by, "Configure [mqtt] again, or update the tasks to a webhook output.")
+    if broker is None or broker.level is Level.FAIL:
+        return _check("sink", "event_center (MQTT)", Level.FAIL, "the broker is unreachable" + used_by,
+                      "See the broker check above; events wait in the outbox meanwhile.")
+    return _check("sink", "event_center (MQTT)", Level.OK,
+                  f"via the broker to {settings.topic_prefix}/events/<task id>{used_by}")
 
 
 def _check_input(record: Any, index: int, resolvers: Any, settings: AgentSettings, options: DiagOptions,
@@ -806,8 +825,9 @@ def diagnose(options: DiagOptions, progress: Progress) -> tuple[list[Check], dic
     api_checks, view = check_api(settings, options)
     facts["agent_running"] = view is not None
     checks += api_checks
-    checks += check_broker(settings, options, view, progress)
-    checks += check_tasks(settings, options, view, progress)
+    broker = check_broker(settings, options, view, progress)
+    checks += broker
+    checks += check_tasks(settings, options, view, progress, broker[0])
     checks += check_outbox(settings, view)
     return checks, facts
 

@@ -126,11 +126,11 @@ def box(tmp_path: Path, mosquitto: Broker) -> Iterator[tuple[Path, Path]]:
     yield config, media
 
 
-def task_body(url: str, webhook: str, name: str) -> dict[str, Any]:
+def task_body(url: str, webhook: str, name: str, event_center: bool = False) -> dict[str, Any]:
     return {
         "name": name,
         "input": {"type": "url", "data": [{"url": url, "index": 0}]},
-        "output": {"webhook": {"url": webhook, "headers": {"X-Secret": HOOK_SECRET}}},
+        "output": {"webhook": {"url": webhook, "headers": {"X-Secret": HOOK_SECRET}}, "event_center": event_center},
         "config": {"common": {"fps": 2}},
         "service_version": "1.0",
     }
@@ -155,7 +155,7 @@ def test_stopped_agent_is_diagnosed_from_config_and_state_dir(
     runtime.start()
     try:
         good = runtime.service.create("p", "intrusion-detection", task_body(
-            rtsp_h264.url_with("admin", RTSP_PASSWORD), webhook_receiver.url, "yard"))
+            rtsp_h264.url_with("admin", RTSP_PASSWORD), webhook_receiver.url, "yard", event_center=True))
         dead_webhook = f"http://127.0.0.1:{free_port()}/hook"
         bad = runtime.service.create("p", "intrusion-detection", task_body(
             f"rtsp://admin:{RTSP_PASSWORD}@127.0.0.1:{free_port()}/cam", dead_webhook, "gate"))
@@ -182,6 +182,9 @@ def test_stopped_agent_is_diagnosed_from_config_and_state_dir(
     dead_sink = checks[f"webhook {dead_webhook}"]
     assert dead_sink["status"] == "FAIL" and "refused" in dead_sink["detail"]
     assert "Start the receiver" in dead_sink["hint"]
+    event_center = checks["event_center (MQTT)"]
+    assert event_center["status"] == "OK" and good[:8] in event_center["detail"]
+    assert bad[:8] not in event_center["detail"]
     assert checks["outbox webhook"]["status"] in ("OK", "WARN")  # read from outbox.db
     assert "dead letter" in checks["outbox webhook"]["detail"]
     assert not [r for r in webhook_receiver.requests if r.method == "HEAD" and "x-secret" in r.headers]
