@@ -309,3 +309,21 @@ def test_stores_of_another_user_are_not_opened(tmp_path: Path) -> None:
         assert checks[name]["status"] == "WARN" and "sudo -u" in checks[name]["hint"]
     assert code == 0  # nothing failed: diag just could not look
     assert sorted(p.name for p in state.iterdir()) == before  # no WAL or journal file created as root
+
+
+@pytest.mark.integration
+def test_broker_down_fails_with_a_hint_and_the_rest_goes_on(tmp_path: Path) -> None:
+    broker_port = free_port()  # nothing listens
+    config = tmp_path / "agent.toml"
+    config.write_text(f'state_dir = "{tmp_path / "state"}"\n[api]\nlisten = "127.0.0.1:{free_port()}"\n'
+                      f'token = "{API_TOKEN}"\n[outbox]\nmax_bytes = 1048576\n'
+                      f'[mqtt]\nhost = "127.0.0.1"\nport = {broker_port}\n'
+                      f'username = "u"\npassword = "{RTSP_PASSWORD}"\n')
+    code, out, err = diag("--timeout", "2", config=config)
+    assert code == 1
+    lines = out.splitlines()
+    broker = next(line for line in lines if line.startswith("FAIL") and " broker " in line)
+    assert f"127.0.0.1:{broker_port}: connection refused" in broker
+    assert "mqtt.host and mqtt.port" in lines[lines.index(broker) + 1]
+    assert any(line.startswith("OK") and "state dir" in line for line in lines)
+    assert_no_secret(out + err)
