@@ -145,3 +145,24 @@ def test_bad_limits_are_refused() -> None:
         AlgorithmRunner(Scripted([]), "t", max_consecutive_failures=0)
     with pytest.raises(ValueError):
         AlgorithmRunner(Scripted([]), "t", budget_s=0)
+
+
+def test_a_failure_on_every_frame_does_not_flood_the_log(caplog: pytest.LogCaptureFixture) -> None:
+    runner = AlgorithmRunner(Scripted([RuntimeError("always")] * 50), "t-flood", max_consecutive_failures=3)
+    with caplog.at_level(logging.WARNING, logger="agent.algorithms.runner"):
+        for _ in range(50):
+            runner.process({0: frame()})
+    failure_lines = [r for r in caplog.records if "failed on inputs" in r.getMessage()]
+    assert len(failure_lines) == 5  # the first few, then at most one a minute
+    assert runner.status().failures == 50
+    assert sum("in a row; the task is unhealthy" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_log_limiter_lets_a_line_through_each_minute_with_the_count_left_out() -> None:
+    from agent.algorithms.runner import _LogLimiter
+
+    limiter = _LogLimiter()
+    assert all(limiter.allow(float(t)) for t in range(5))
+    assert not any(limiter.allow(t + 5.0) for t in range(10))
+    assert limiter.allow(4.0 + 60.0) and limiter.suppressed_note() == " (10 more since the last line)"
+    assert not limiter.allow(65.0)
