@@ -314,6 +314,7 @@ def test_stores_of_another_user_are_not_opened(tmp_path: Path) -> None:
 @pytest.mark.integration
 def test_broker_down_fails_with_a_hint_and_the_rest_goes_on(tmp_path: Path) -> None:
     broker_port = free_port()  # nothing listens
+    (tmp_path / "state").mkdir()
     config = tmp_path / "agent.toml"
     config.write_text(f'state_dir = "{tmp_path / "state"}"\n[api]\nlisten = "127.0.0.1:{free_port()}"\n'
                       f'token = "{API_TOKEN}"\n[outbox]\nmax_bytes = 1048576\n'
