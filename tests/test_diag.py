@@ -137,11 +137,10 @@ def task_body(url: str, webhook: str, name: str, event_center: bool = False) -> 
 
 
 def wait_running(runtime: AgentRuntime, task_id: str) -> None:
+    """Until the stored state (what diag reads) says RUNNING: pipelines report every few seconds."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        pipelines = {p.task_id: p for p in runtime.supervisor.pipelines()}
-        pipeline = pipelines.get(task_id)
-        if pipeline is not None and pipeline.state is TaskState.RUNNING:
+        if runtime.service.get("p", task_id).state is TaskState.RUNNING:
             return
         time.sleep(0.2)
     raise AssertionError("task did not reach RUNNING")

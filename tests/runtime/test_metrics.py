@@ -51,7 +51,7 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 40.0, what: str = 
 @pytest.fixture
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("media")
-    intrusion_clip(directory / "walk.mp4", seconds=8.0)
+    intrusion_clip(directory / "walk.mp4", seconds=14.0)  # still playing while the test looks
     return directory
 
 
