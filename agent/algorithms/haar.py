@@ -46,8 +46,8 @@ class _Stage:
     # weights summed, so corners shared by adjacent rectangles are read once (6–9 reads, not 8–12).
     corner_dx: NDArray[np.int64]  # (stumps, K), K = most corners of any feature; padding has coef 0
     corner_dy: NDArray[np.int64]
-    corner_coef: NDArray[np.float64]
-    dense: tuple[tuple[tuple[int, int, float], ...], ...]  # the same, per stump, without the padding
+    corner_coef: NDArray[np.int32]
+    dense: tuple[tuple[tuple[int, int, int], ...], ...]  # the same, per stump, without the padding
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ class HaarCascade:
             if any(len(node) != 4 or len(leaf) != 2 for node, leaf in zip(nodes, leaves, strict=True)):
                 raise ValueError(f"{path.name}: only stump cascades (one split per weak classifier) are supported")
             corners = [features[int(node[2])] for node in nodes]
-            padded = [c + [(0, 0, 0.0)] * (width - len(c)) for c in corners]
+            padded = [c + [(0, 0, 0)] * (width - len(c)) for c in corners]
             stages.append(_Stage(
                 threshold=float(stage.findtext("stageThreshold") or 0) - _STAGE_EPS,
                 thresholds=np.array([node[3] for node in nodes]),
@@ -80,7 +80,7 @@ class HaarCascade:
                 right=np.array([leaf[1] for leaf in leaves]),
                 corner_dx=np.array([[c[0] for c in row] for row in padded], dtype=np.int64),
                 corner_dy=np.array([[c[1] for c in row] for row in padded], dtype=np.int64),
-                corner_coef=np.array([[c[2] for c in row] for row in padded]),
+                corner_coef=np.array([[c[2] for c in row] for row in padded], dtype=np.int32),
                 dense=tuple(tuple(c) for c in corners),
             ))
         return cls(window, tuple(stages))
@@ -127,14 +127,16 @@ class HaarCascade:
 
         # Early stages see most windows: evaluate them densely with strided views (about 1 ns a window
         # and corner); once few windows survive, gather just those (several times dearer each).
+        # Feature values are integer sums of integer-weighted corners: int32 arithmetic is exact even
+        # where the corner products wrap around, because the feature value itself fits in int32.
         alive = np.ones((rows, cols), dtype=bool)
         stages = iter(self.stages)
-        value, term = np.empty((rows, cols)), np.empty((rows, cols))
+        value, term = np.empty((rows, cols), np.int32), np.empty((rows, cols), np.int32)
         for stage in stages:
             score = np.zeros((rows, cols))
             for corners, threshold, left_leaf, right_leaf in zip(stage.dense, stage.thresholds, stage.left,
                                                                 stage.right, strict=True):
-                value.fill(0.0)
+                value.fill(0)
                 for dx, dy, coef in corners:
                     np.multiply(at(sums, dx, dy), coef, out=term)
                     value += term
@@ -158,7 +160,7 @@ class HaarCascade:
         return [(int(b % stride), int(b // stride)) for b in base]
 
 
-def _feature_corners(feature: ElementTree.Element, path: Path) -> list[tuple[int, int, float]]:
+def _feature_corners(feature: ElementTree.Element, path: Path) -> list[tuple[int, int, int]]:
     """A Haar feature's rectangles as (dx, dy, signed weight) integral-image corners, shared ones merged."""
     if (feature.findtext("tilted") or "0").strip() not in ("0", ""):
         raise ValueError(f"{path.name}: tilted Haar features are not supported")
@@ -170,7 +172,9 @@ def _feature_corners(feature: ElementTree.Element, path: Path) -> list[tuple[int
         # sum of a rect = ii[y, x] - ii[y, x + w] - ii[y + h, x] + ii[y + h, x + w]
         for dx, dy, sign in ((x, y, 1), (x + w, y, -1), (x, y + h, -1), (x + w, y + h, 1)):
             coefs[(dx, dy)] = coefs.get((dx, dy), 0.0) + sign * weight
-    return [(dx, dy, coef) for (dx, dy), coef in sorted(coefs.items()) if coef != 0.0]
+    if any(coef != round(coef) for coef in coefs.values()):
+        raise ValueError(f"{path.name}: only integer rectangle weights are supported")
+    return [(dx, dy, round(coef)) for (dx, dy), coef in sorted(coefs.items()) if coef != 0.0]
 
 
 def group_rectangles(rects: list[tuple[int, int, int, int]], min_neighbours: int,
