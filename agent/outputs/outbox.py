@@ -153,6 +153,7 @@ class Outbox:
         self._last_sync = time.monotonic()
         open_private_file(path)
         self._lock = threading.RLock()
+        self._closed = False
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={synchronous}")
@@ -174,6 +175,9 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
             self._db.close()
 

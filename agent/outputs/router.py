@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 LANE_BATCH = 64  # rows a webhook lane sends before the next lane gets its turn
 IDLE_WAIT_S = 1.0
+ERROR_PAUSE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -220,24 +221,29 @@ class ResultRouter:
 
     def _run_webhook(self) -> None:
         client = WebhookClient(timeout_s=self._webhook_timeout_s)
-        wake = self._wake[Sink.WEBHOOK]
         try:
             while not self._stop.is_set():
-                now = time.time()
-                ready, next_due = self._outbox.ready_lanes(Sink.WEBHOOK, now)
-                if not ready:
-                    wait = IDLE_WAIT_S if next_due is None else min(IDLE_WAIT_S, max(0.01, next_due - now))
-                    wake.wait(wait)
-                    wake.clear()
-                    continue
-                for task_id in ready:
-                    if self._stop.is_set():
-                        break
-                    self._drain_webhook_lane(client, task_id)
-        except Exception:
-            log.exception("webhook delivery thread failed; queued events stay in the outbox")
+                try:
+                    self._webhook_round(client)
+                except Exception:
+                    # e.g. a full disk: keep the thread, the events stay queued; try again shortly
+                    log.exception("webhook delivery failed; retrying in %.0f s", ERROR_PAUSE_S)
+                    self._stop.wait(ERROR_PAUSE_S)
         finally:
             client.close()
+
+    def _webhook_round(self, client: WebhookClient) -> None:
+        now = time.time()
+        ready, next_due = self._outbox.ready_lanes(Sink.WEBHOOK, now)
+        if not ready:
+            wake = self._wake[Sink.WEBHOOK]
+            wake.wait(IDLE_WAIT_S if next_due is None else min(IDLE_WAIT_S, max(0.01, next_due - now)))
+            wake.clear()
+            return
+        for task_id in ready:
+            if self._stop.is_set():
+                return
+            self._drain_webhook_lane(client, task_id)
 
     def _drain_webhook_lane(self, client: WebhookClient, task_id: str) -> None:
         delivered: list[int] = []
@@ -267,38 +273,51 @@ class ResultRouter:
     def _run_mqtt(self) -> None:
         sink = self._mqtt
         assert sink is not None
-        wake = self._wake[Sink.MQTT]
-        inflight: dict[int, QueuedMessage] = {}  # packet id → row, until its PUBACK
-        cursor = 0  # highest row id handed to paho in this process
-        disconnects_seen = sink.disconnects
-        try:
-            while not self._stop.is_set():
-                delivered = []
-                for ack in sink.take_acks():
-                    message = inflight.pop(ack.mid, None)
-                    if message is None:
-                        continue
-                    if ack.failure is None:
-                        delivered.append(message.row_id)
-                    else:
-                        reason = f"broker refused the publish: {ack.failure}"
-                        log.error("MQTT event %s of task %s dead-lettered: %s", message.message_id,
-                                  message.task_id, reason)
-                        self._outbox.dead_letter(message, reason, _safe_destination(message))
-                self._outbox.ack(Sink.MQTT, delivered)
-                disconnects = sink.disconnects
-                if disconnects != disconnects_seen:
-                    # Everything in flight is resent by paho after the reconnect: one failed attempt each.
-                    self._outbox.count_failures(Sink.MQTT, len(inflight))
-                    disconnects_seen = disconnects
-                if sink.connected and len(inflight) < MAX_INFLIGHT:
-                    for message in self._outbox.after(Sink.MQTT, cursor, MAX_INFLIGHT - len(inflight)):
-                        mid = sink.publish(str(message.destination["topic"]), message.payload)
-                        if mid is None:
-                            break
-                        inflight[mid] = message
-                        cursor = message.row_id
-                wake.wait(IDLE_WAIT_S)
-                wake.clear()
-        except Exception:
-            log.exception("MQTT delivery thread failed; queued events stay in the outbox")
+        delivery = _MqttDelivery(sink, self._outbox, self._wake[Sink.MQTT])
+        while not self._stop.is_set():
+            try:
+                delivery.round()
+            except Exception:
+                log.exception("MQTT delivery failed; retrying in %.0f s", ERROR_PAUSE_S)
+                self._stop.wait(ERROR_PAUSE_S)
+
+
+class _MqttDelivery:
+    """Pipelines QoS 1 publishes: up to MAX_INFLIGHT rows handed to paho, each removed on its PUBACK."""
+
+    def __init__(self, sink: MqttEventSink, outbox: Outbox, wake: threading.Event) -> None:
+        self._sink = sink
+        self._outbox = outbox
+        self._wake = wake
+        self._inflight: dict[int, QueuedMessage] = {}  # packet id → row, until its PUBACK
+        self._cursor = 0  # highest row id handed to paho by this process
+        self._disconnects_seen = sink.disconnects
+
+    def round(self) -> None:
+        delivered = []
+        for ack in self._sink.take_acks():
+            message = self._inflight.pop(ack.mid, None)
+            if message is None:
+                continue
+            if ack.failure is None:
+                delivered.append(message.row_id)
+            else:
+                reason = f"broker refused the publish: {ack.failure}"
+                log.error("MQTT event %s of task %s dead-lettered: %s", message.message_id, message.task_id,
+                          reason)
+                self._outbox.dead_letter(message, reason, _safe_destination(message))
+        self._outbox.ack(Sink.MQTT, delivered)
+        disconnects = self._sink.disconnects
+        if disconnects != self._disconnects_seen:
+            # Everything in flight is resent by paho after the reconnect: one failed attempt each.
+            self._outbox.count_failures(Sink.MQTT, len(self._inflight))
+            self._disconnects_seen = disconnects
+        if self._sink.connected and len(self._inflight) < MAX_INFLIGHT:
+            for message in self._outbox.after(Sink.MQTT, self._cursor, MAX_INFLIGHT - len(self._inflight)):
+                mid = self._sink.publish(str(message.destination["topic"]), message.payload)
+                if mid is None:
+                    break
+                self._inflight[mid] = message
+                self._cursor = message.row_id
+        self._wake.wait(IDLE_WAIT_S)
+        self._wake.clear()

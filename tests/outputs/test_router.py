@@ -202,9 +202,11 @@ def _outage_settings(broker: Broker, tmp_path: Path) -> AgentSettings:
     store.mkdir()
     broker.stop()
     # autosave after every change: the session must be on disk even if a loaded box makes the fixture
-    # SIGKILL the broker instead of waiting for its orderly save at exit
+    # SIGKILL the broker instead of waiting for its orderly save at exit. "user root": started as root,
+    # mosquitto would drop to user mosquitto, which may not write into pytest's 0700 tmp dirs (no effect
+    # when the tests do not run as root).
     broker.conf.write_text(broker.conf.read_text() + f"persistence true\npersistence_location {store}/\n"
-                           "autosave_on_changes true\nautosave_interval 1\n")
+                           "autosave_on_changes true\nautosave_interval 1\nuser root\n")
     broker.start()
     return make_settings(tmp_path / "state", broker)
 
@@ -214,6 +216,8 @@ def _broker_outage(broker: Broker, tmp_path: Path, make_router: Any, subscriber_
     settings = _outage_settings(broker, tmp_path)
     subscriber = subscriber_factory(broker.host, broker.port, f"{settings.topic_prefix}/events/#",
                                     client_id="outage-sub", persistent=True)
+    store = tmp_path / "mosquitto-store" / "mosquitto.db"
+    wait_until(store.exists, 10, "broker saved the subscriber's session")
     router = make_router(settings, mqtt_reconnect_max_s=2)
     router.start()
     output = TaskOutput(event_center=True)
