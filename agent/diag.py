@@ -27,7 +27,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any, TextIO
@@ -470,8 +470,6 @@ def probe_stream(target: StreamTarget, settings: StreamSettings, *, timeout_s: f
 
 
 def _decode_sample(container: Any, stream: Any, base: Probe, sample_s: float, live: bool) -> Probe:
-    import dataclasses
-
     import av.error
 
     keyframes: list[float] = []
@@ -503,7 +501,7 @@ def _decode_sample(container: Any, stream: Any, base: Probe, sample_s: float, li
         error = f"the stream broke off after {time.monotonic() - started:.1f} s: {exc}"
     elapsed = max(1e-6, time.monotonic() - started)
     gaps = [b - a for a, b in itertools.pairwise(keyframes) if b > a]
-    return dataclasses.replace(
+    return replace(
         base, keyframe_interval_s=statistics.median(gaps) if gaps else None, sample_s=elapsed, frames=frames,
         decoded_fps=frames / elapsed, decode_ms_per_frame=busy * 1000 / frames if frames else None,
         decode_errors=errors, ended=ended,
