@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -58,6 +59,7 @@ def test_both_faces_found_where_they_are_and_only_while_they_are(frames: list[Fr
     for t, event in found:
         assert event.event_type == 65536 and event.input_index == 2
         assert event.images == {} and event.item_images == ()  # nobody asked for images
+        json.dumps(list(event.event_set))  # JSON-ready, as the envelope needs
         boxes = sorted((item["bounding_box"] for item in event.event_set), key=lambda b: b["x"])
         assert len(boxes) == 2
         big, small = boxes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import cv2
@@ -66,6 +67,7 @@ def test_one_event_when_the_block_enters_the_polygon_with_its_box(clip: Path) ->
     assert abs(box["y"] - START[1]) <= 6 and abs(box["h"] - BLOCK[1]) <= 10
     assert abs(box["x"] + box["w"] - (block_x(t) + BLOCK[0])) <= 8
     assert item["detection_id"] >= 1 and "category" not in item
+    json.dumps(list(event.event_set))  # JSON-ready, as the envelope needs
 
 
 def test_pixel_and_fractional_polygons_mean_the_same(clip: Path) -> None:

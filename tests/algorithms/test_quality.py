@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -68,6 +69,7 @@ def test_each_problem_is_raised_once_in_its_own_segment(clip: Path) -> None:
     raised = []
     for event in events:
         assert event.event_type == EVENT_TYPE
+        json.dumps(list(event.event_set))  # JSON-ready, as the envelope needs
         for item in event.event_set:
             t = event.frame.stream_time
             assert t is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import shutil
 import subprocess
@@ -93,6 +94,7 @@ def test_describe_installed_lists_versions_event_types_and_a_usable_schema() -> 
     assert intrusion["versions"] == ["1.0"] and intrusion["event_type"] == 196609 and intrusion["fps"] == 5.0
     assert described["face-detection"]["event_type"] == 65536
     assert described["face-detection"]["data_categories"] == ["FaceImage", "OriginImage"]
+    json.dumps(described)  # `edge-agent algorithms --json` prints it as is
     schema = intrusion["config_schema"]
     jsonschema.validate({"min_area": 500, "rois": [[[0, 0], [0.5, 0], [0.5, 1]]]}, schema)
     with pytest.raises(jsonschema.ValidationError):
