@@ -131,7 +131,7 @@ class IntrusionDetection(Algorithm):
         if state is None or state.size != size:
             scale = min(1.0, _WORK_WIDTH / frame.width)
             work = (max(1, round(frame.width * scale)), max(1, round(frame.height * scale)))
-            # varThreshold: squared distance (in standard deviations) for a pixel to count as foreground.
+            # varThreshold: the squared Mahalanobis distance at which a pixel stops matching the background.
             # Shadow detection stays off: on grey it can only test brightness ratios, and then takes any
             # darker object for a shadow.
             subtractor = cv2.createBackgroundSubtractorMOG2(
