@@ -244,6 +244,23 @@ def box_jiffies() -> tuple[int, int]:
     return total - idle, total
 
 
+def wait_quiet(max_busy_pct: float, timeout: float) -> float:
+    """Wait (up to ``timeout`` s) until the box's CPU use over 5 s is below ``max_busy_pct`` % of all cores.
+
+    Other people's jobs share the box: a step started in the middle of someone's test run measures them.
+    Returns the last 5 s busy share seen.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        busy0, total0 = box_jiffies()
+        time.sleep(5)
+        busy1, total1 = box_jiffies()
+        busy = (busy1 - busy0) / max(1, total1 - total0) * 100.0
+        if busy <= max_busy_pct or time.monotonic() >= deadline:
+            return busy
+        print(f"# box busy {busy:.0f}% (load {loadavg():.1f}): waiting for it to calm down", flush=True)
+
+
 def loadavg() -> float:
     with open("/proc/loadavg") as handle:
         return float(handle.read().split()[0])
@@ -298,7 +315,9 @@ class StepResult:
 
 
 def measure(fps: float, streams: int, clip: Path, receiver: WebhookProcess, *, warmup: float, window: float,
-            servers: int, decoder_threads: str) -> StepResult:
+            servers: int, decoder_threads: str, quiet_pct: float = 100.0, quiet_wait: float = 0.0) -> StepResult:
+    if quiet_pct < 100:
+        wait_quiet(quiet_pct, quiet_wait)
     farm = RtspFarm(clip, mounts=max(1, streams), processes=servers)
     farm.start()
     child: AgentChild | None = None
@@ -424,7 +443,8 @@ def search(fps: float, args: argparse.Namespace, clip: Path, receiver: WebhookPr
     """Largest passing N: step up from --start by --step until a failure, then bisect to --resolution."""
     def run(streams: int) -> bool:
         result = measure(fps, streams, clip, receiver, warmup=args.warmup, window=args.window,
-                         servers=args.servers, decoder_threads=args.decoder_threads)
+                         servers=args.servers, decoder_threads=args.decoder_threads,
+                         quiet_pct=args.quiet_pct, quiet_wait=args.quiet_wait)
         results.append(result)
         print(" | ".join(row(result, baseline_rss)), flush=True)
         save(results, baseline_rss, args)
@@ -493,6 +513,9 @@ def main() -> None:
     parser.add_argument("--servers", type=int, default=2, help="RTSP server processes")
     parser.add_argument("--decoder-threads", choices=["default", "auto", "single"], default="default",
                         help="default: the agent's own choice per decode mode; auto/single: forced for full decode")
+    parser.add_argument("--quiet-pct", type=float, default=100.0,
+                        help="before each step wait until the box is busier than this %% of all cores no more")
+    parser.add_argument("--quiet-wait", type=float, default=300.0, help="longest wait for a quiet box, seconds")
     parser.add_argument("--json", default="capacity.json", help="results file under bench/out/")
     args = parser.parse_args()
     if args.command == "_agent":
@@ -513,10 +536,18 @@ def main() -> None:
         print()
         print_table(results, baseline_rss)
         print()
+        cores = os.cpu_count() or 1
         for fps, streams in best.items():
             target = TARGETS.get(fps)
             versus = f" = {streams / target:.2f}x the target of {target}" if target else ""
             print(f"{fps:g} fps: largest sustained N = {streams}{versus}")
+            # what the box could carry if nobody else used it: CPU per stream of the largest step measured
+            largest = max((r for r in results if r.fps == fps), key=lambda r: r.streams, default=None)
+            if largest is not None and largest.streams:
+                per_stream = (largest.agent_cpu_pct + largest.servers_cpu_pct) / largest.streams
+                print(f"  CPU per stream at N={largest.streams}: agent {largest.agent_cpu_pct_per_stream:.2f} % + "
+                      f"servers {largest.servers_cpu_pct / largest.streams:.2f} % of a core; both cores would be "
+                      f"full at N = {100 * cores / per_stream:.0f}")
     finally:
         receiver.stop()
 
