@@ -155,6 +155,9 @@ class _Connection:
         self.error: BaseException | None = None
         self.stream_fps: float | None = None
         self._keyframes = KeyframeClock()
+        is_file = is_file_target(target)
+        self._paced = is_file and stream.realtime_files  # a file at its native rate
+        self._lossless = is_file and not stream.realtime_files  # a file as fast as the consumer takes it
         self._pace_origin: tuple[float, float] | None = None  # (monotonic, stream time)
         self._pace_last: float | None = None
         self._last_time: float | None = None  # of the last decoded frame, on the stream's clock
@@ -171,7 +174,7 @@ class _Connection:
     def _run(self) -> None:
         try:
             self.end = self._stream.reader(self._target, self._stream.settings, self)
-        except BaseException as exc:  # any failure of one connection is reported, never raised
+        except Exception as exc:  # any failure of one connection is reported, never raised
             self.error = exc
         finally:
             self.done.set()
@@ -204,7 +207,7 @@ class _Connection:
             self._stream._keyframe_only(active)
 
     def pace(self, time_s: float | None) -> None:
-        if time_s is None or not self._stream.realtime_files or not is_file_target(self._target):
+        if time_s is None or not self._paced:
             return
         if self._pace_last is not None:
             time_s = max(time_s, self._pace_last)  # B-frames: packet times are not monotonic
@@ -241,7 +244,7 @@ class _Connection:
             width, height = source.width, source.height
         info = FrameInfo(self._stream.input_index, pts, stream_time, time.time(), width, height)
         frame = Frame(info, source)
-        if not self._stream.realtime_files and is_file_target(self._target):
+        if self._lossless:
             # as fast as possible, but lossless: wait for the consumer rather than overwrite
             while not self._stream._slot.wait_empty(0.2):
                 self.last_activity = time.monotonic()
@@ -379,6 +382,8 @@ class VideoStream:
                     self._reconnects += 1
                 self._transition(StreamState.RECONNECTING)
             attempt += 1
+            with self._lock:
+                self._reconnect_reason = None  # this attempt resolves afresh anyway
             try:
                 target = self._resolve()
             except Exception as exc:  # any resolver failure is retried like a connection failure

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import random
 import statistics
 import threading
 import time
@@ -221,6 +222,9 @@ def test_eight_concurrent_streams_in_one_process(rtsp_h264: RtspServer) -> None:
     wakeup = threading.Event()
     streams = [VideoStream(i, target(rtsp_h264.url), FAST, 5.0, wakeup=wakeup, name=f"cam{i}")
                for i in range(8)]
+    broken = VideoStream(8, target(f"rtsp://127.0.0.1:{free_port()}/gone"), FAST, 5.0, wakeup=wakeup,
+                         name="broken", backoff=QUICK_BACKOFF)
+    broken.start()
     for stream in streams:
         stream.start()
     taken = [0] * 8
@@ -235,7 +239,10 @@ def test_eight_concurrent_streams_in_one_process(rtsp_h264: RtspServer) -> None:
         assert min(taken) >= 3, taken
         assert all(s.status().state is StreamState.RUNNING for s in streams)
         assert {thread.name for thread in threading.enumerate()} >= {f"cam{i}" for i in range(8)}
+        # one input that cannot connect does not disturb the others
+        assert broken.status().state is StreamState.RECONNECTING and broken.status().reconnects >= 1
     finally:
+        broken.stop()
         for stream in streams:
             stream.stop()
     assert all(s.status().state is StreamState.STOPPED for s in streams)
@@ -267,6 +274,21 @@ def test_file_plays_at_its_native_rate_and_ends(make_clip: Callable[..., Path]) 
     assert elapsed >= 1.5  # 2 s of video at native rate; generous upper bounds above
     assert len(frames) == 10
     assert gaps(frames) == pytest.approx([0.2] * 9, abs=0.01)
+
+
+def test_corrupt_file_is_decoded_past_the_damage_and_ends(make_clip: Callable[..., Path], tmp_path: Path) -> None:
+    data = bytearray(make_clip(seconds=2.0).read_bytes())
+    rng = random.Random(5)
+    for offset in range(len(data) // 3, 2 * len(data) // 3, 97):  # garbage over the middle third
+        data[offset] = rng.randrange(256)
+    damaged = tmp_path / "damaged.mp4"
+    damaged.write_bytes(bytes(data))
+    stream = VideoStream(0, target(str(damaged), is_file=True), FAST, 0, realtime_files=False)
+    with running(stream):
+        frames = collect(stream, 50, timeout=15)
+        wait_for(lambda: state_of(stream) is StreamState.ENDED, 10, "ENDED")
+    assert len(frames) >= 40  # concealed or counted, never fatal
+    assert frames[-1].bgr.shape == (240, 320, 3)
 
 
 def test_missing_file_retries_with_a_masked_error(tmp_path: Path) -> None:
