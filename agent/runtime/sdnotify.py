@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
 WATCHDOG_USEC_ENV = "WATCHDOG_USEC"
 WATCHDOG_PID_ENV = "WATCHDOG_PID"
+SEND_TIMEOUT_S = 2.0
 
 
 def _socket_address(raw: str) -> str | None:
@@ -42,6 +43,8 @@ def notify(message: str) -> bool:
         return False
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            # A datagram to a full queue blocks; a stuck systemd must not stall start-up or shutdown.
+            sock.settimeout(SEND_TIMEOUT_S)
             sock.sendto(message.encode("utf-8"), address)
     except OSError as exc:
         # systemd gone or the socket not reachable from our namespace: the agent keeps running.

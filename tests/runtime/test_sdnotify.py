@@ -205,3 +205,18 @@ def test_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_non_positive_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="interval_s"):
         sdnotify.Watchdog(0, lambda: True)
+
+
+def test_a_receiver_that_stops_reading_does_not_block_the_sender(systemd_socket: FakeSystemd) -> None:
+    # systemd hung: its queue fills up. A send then gives up after SEND_TIMEOUT_S instead of blocking.
+    sent = 0
+    while sent < 100_000 and sdnotify.status("x" * 1000):
+        sent += 1
+    assert sent > 0
+    assert sent < 100_000, "the queue never filled"
+    started = time.monotonic()
+    assert sdnotify.status("still stuck") is False
+    assert time.monotonic() - started < 30
+    # Once systemd reads again, messages flow.
+    systemd_socket.drain()
+    assert sdnotify.ready() is True
