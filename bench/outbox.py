@@ -5,14 +5,17 @@ targets (>= 2,000 events/s committed, >= 1,000 events/s delivered). A real Mosqu
 receiver (a minimal ASGI app under uvicorn, in its own process so it does not share our GIL) run on
 free loopback ports; the outbox lives on disk under --dir (not tmpfs: fsync must cost what it costs).
 
-    .venv/bin/python bench/outbox.py [--events 5000] [--image-kb 0] [--dir /var/tmp]
+    .venv/bin/python bench/outbox.py [--events 5000] [--rounds 3] [--image-kb 0] [--dir /var/tmp]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shutil
+import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -157,28 +160,51 @@ def measure(state_root: Path, mode: str, mqtt_port: int, hook: str, count: int, 
     return results
 
 
+def fsync_ms(directory: Path, count: int = 50) -> float:
+    """Median time of one 4 KiB write + fdatasync in ``directory``: what a FULL commit must wait for."""
+    times = []
+    with tempfile.NamedTemporaryFile(dir=directory) as handle:
+        for _ in range(count):
+            started = time.perf_counter()
+            handle.write(b"x" * 4096)
+            handle.flush()
+            os.fdatasync(handle.fileno())
+            times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3, help="NORMAL and FULL alternate; the median is shown")
     parser.add_argument("--image-kb", type=int, default=0, help="JPEG size sent to the webhook (0: none)")
     parser.add_argument("--dir", type=Path, default=Path("/var/tmp"), help="where the outbox files go")
     args = parser.parse_args()
     image = bytes(range(256)) * (args.image_kb * 4)
-    print(f"machine: {platform.node()} {platform.machine()} {platform.processor() or ''}, "
-          f"Python {platform.python_version()}, SQLite {__import__('sqlite3').sqlite_version}")
-    print(f"events per measurement: {args.events}, image: {args.image_kb} KiB, outbox dir: {args.dir}")
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, Python "
+          f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}")
+    print(f"events per measurement: {args.events}, rounds: {args.rounds}, image: {args.image_kb} KiB, "
+          f"outbox dir: {args.dir}, load average before: {os.getloadavg()[0]:.1f}, "
+          f"write+fdatasync: {fsync_ms(args.dir):.2f} ms")
+    runs: dict[str, dict[str, list[float]]] = {"NORMAL": {}, "FULL": {}}
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-outbox-") as tmp, \
             mosquitto(Path(tmp)) as mqtt_port, webhook_receiver(Path(tmp)) as hook:
-        table: dict[str, dict[str, float]] = {}
-        for mode in ("NORMAL", "FULL"):
-            table[mode] = measure(Path(tmp), mode, mqtt_port, hook, args.events, image)
-    width = max(len(name) for name in table["NORMAL"])
-    print(f"\n{'measurement':<{width}}  {'NORMAL/s':>9} {'FULL/s':>9}  {'FULL÷NORMAL':>11}  "
+        for round_no in range(args.rounds):
+            for mode in ("NORMAL", "FULL"):
+                state = Path(tmp) / f"round{round_no}"
+                for name, rate in measure(state, mode, mqtt_port, hook, args.events, image).items():
+                    runs[mode].setdefault(name, []).append(rate)
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    width = max(len(name) for name in runs["NORMAL"])
+    print(f"\nevents/s, median of {args.rounds} (best in brackets)")
+    print(f"{'measurement':<{width}}  {'NORMAL':>14} {'FULL':>14}  {'FULL÷NORMAL':>11}  "
           f"{'NORMAL÷target':>13} {'FULL÷target':>11}")
-    for name in table["NORMAL"]:
+    for name in runs["NORMAL"]:
         target = TARGET_COMMIT if name.startswith("commit") else TARGET_DELIVER
-        normal, full = table["NORMAL"][name], table["FULL"][name]
-        print(f"{name:<{width}}  {normal:9.0f} {full:9.0f}  {full / normal:11.2f}  "
+        normal, full = statistics.median(runs["NORMAL"][name]), statistics.median(runs["FULL"][name])
+        cells = [f"{statistics.median(runs[mode][name]):6.0f} ({max(runs[mode][name]):5.0f})"
+                 for mode in ("NORMAL", "FULL")]
+        print(f"{name:<{width}}  {cells[0]:>14} {cells[1]:>14}  {full / normal:11.2f}  "
               f"{normal / target:13.2f} {full / target:11.2f}")
     print(f"\ntargets: commit >= {TARGET_COMMIT:.0f}/s, delivery >= {TARGET_DELIVER:.0f}/s")
 
