@@ -20,15 +20,16 @@ from pydantic import Field, field_validator
 
 from agent.algorithms.base import Algorithm, AlgorithmConfig
 from agent.algorithms.event import Event
+from agent.algorithms.hog import WINDOW_W, detect_people
 from agent.sources.frame import Frame, FrameInfo
 
 EVENT_TYPE = 196609
 PERSON, OTHER = 0, 2  # VIAS categories
-HOG_AVAILABLE = hasattr(cv2, "HOGDescriptor")  # OpenCV 5 wheels dropped it
 
 _WORK_WIDTH = 320
 _WARMUP_FRAMES = 3  # MOG2 needs a few frames before its foreground means anything
 _CONFIRM_HITS = 2  # frames an object must be seen in before it is reported: filters flicker
+_HOG_CROP_HEIGHT = 160
 _TRACK_TTL_S = 1.5  # an object unseen this long is forgotten; if it returns it is a new object
 
 Polygon = list[tuple[float, float]]
@@ -50,7 +51,7 @@ class IntrusionConfig(AlgorithmConfig):
     cooldown_s: float = Field(
         10.0, ge=0, description="An object still present is reported again after this many seconds.")
     classify_people: bool = Field(
-        False, description="Classify objects with OpenCV's HOG people detector: category 0 person, 2 other.")
+        False, description="Classify objects with the HOG people detector: category 0 person, 2 other.")
 
     @field_validator("rois")
     @classmethod
@@ -61,13 +62,6 @@ class IntrusionConfig(AlgorithmConfig):
             if any(x < 0 or y < 0 or not (math.isfinite(x) and math.isfinite(y)) for x, y in polygon):
                 raise ValueError("coordinates must be finite and not negative")
         return rois
-
-    @field_validator("classify_people")
-    @classmethod
-    def _hog(cls, wanted: bool) -> bool:
-        if wanted and not HOG_AVAILABLE:
-            raise ValueError("this OpenCV build has no HOG people detector (OpenCV 5 removed it)")
-        return wanted
 
 
 @dataclass
@@ -99,18 +93,13 @@ class IntrusionDetection(Algorithm):
     event_type = EVENT_TYPE
     Config = IntrusionConfig
     color = "gray"
-    summary = "Moving objects entering regions of interest (MOG2 background subtraction, optional HOG)."
+    summary = "Moving objects entering regions of interest (MOG2 background model; HOG people on request)."
 
     config: IntrusionConfig
 
     def __init__(self, config: AlgorithmConfig, version: str, **kwargs: Any) -> None:
         super().__init__(config, version, **kwargs)
         self._inputs: dict[int, _InputState] = {}
-        self._hog: Any = None
-        if self.config.classify_people:
-            opencv: Any = cv2  # HOG exists only in OpenCV 4 builds; the stubs of 5 do not know it
-            self._hog = opencv.HOGDescriptor()
-            self._hog.setSVMDetector(opencv.HOGDescriptor_getDefaultPeopleDetector())
 
     def process(self, frames: Mapping[int, Frame]) -> list[Event]:
         events = []
@@ -162,7 +151,7 @@ class IntrusionDetection(Algorithm):
             box = _to_frame(track.box, state.scale, frame.width, frame.height)
             item: dict[str, Any] = {"bounding_box": dict(zip("xywh", box, strict=True)),
                                     "detection_id": track.detection_id}
-            if self._hog is not None:
+            if self.config.classify_people:
                 if track.category is None:
                     track.category = self._classify(frame, box)
                 item["category"] = track.category
@@ -212,17 +201,26 @@ class IntrusionDetection(Algorithm):
         return due
 
     def _classify(self, frame: Frame, box: tuple[int, int, int, int]) -> int:
+        """Person or other, by the HOG people detector on the object's surroundings."""
         x, y, w, h = box
-        pad_x, pad_y = w // 4 + 8, h // 8 + 16  # the people detector wants some context around the body
-        x0, y0 = max(0, x - pad_x), max(0, y - pad_y)
-        crop: NDArray[Any] = frame.gray[y0: min(frame.height, y + h + pad_y), x0: min(frame.width, x + w + pad_x)]
+        # The detector's window is 64×128 with a person about 96 px tall and some context around: crop
+        # with margins, scale so an upright person is a little taller than that (the pyramid then finds
+        # it), and widen the crop rather than stretch it when the object is narrow.
+        pad_y = h // 8 + 16
+        y0, y1 = max(0, y - pad_y), min(frame.height, y + h + pad_y)
+        factor = _HOG_CROP_HEIGHT / (y1 - y0)
+        want_w = max(w + 2 * (w // 4 + 8), math.ceil((WINDOW_W + 8) / factor))
+        centre = x + w / 2
+        x0, x1 = max(0, round(centre - want_w / 2)), min(frame.width, round(centre + want_w / 2))
+        crop: NDArray[Any] = frame.gray[y0:y1, x0:x1]
         if crop.shape[0] < 8 or crop.shape[1] < 8:
             return OTHER
-        # The detector's window is 64×128: scale the crop so an upright person fills about that.
-        factor = 160 / crop.shape[0]
-        crop = cv2.resize(crop, (max(72, round(crop.shape[1] * factor)), 160))
-        found, _ = self._hog.detectMultiScale(crop, winStride=(8, 8), scale=1.05)
-        return PERSON if len(found) else OTHER
+        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * factor)), _HOG_CROP_HEIGHT),
+                          interpolation=cv2.INTER_AREA)
+        if crop.shape[1] < WINDOW_W + 8:  # at the frame's edge: repeat the border instead
+            missing = WINDOW_W + 8 - crop.shape[1]
+            crop = cv2.copyMakeBorder(crop, 0, 0, missing // 2, missing - missing // 2, cv2.BORDER_REPLICATE)
+        return PERSON if detect_people(crop) else OTHER
 
 
 _KERNEL_3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from agent.algorithms.haar import FRONTAL_FACE, Detection, HaarCascade, group_rectangles, load_cascade
+from agent.algorithms.grouping import Detection, group_rectangles
+from agent.algorithms.haar import FRONTAL_FACE, HaarCascade, load_cascade
 from tests.algorithms import video
 
 

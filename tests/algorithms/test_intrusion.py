@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from agent.algorithms.event import Event
-from agent.algorithms.intrusion import HOG_AVAILABLE, IntrusionConfig, IntrusionDetection
+from agent.algorithms.intrusion import IntrusionConfig, IntrusionDetection
 from agent.sources.frame import Frame
 from tests.algorithms import video
 
@@ -144,20 +144,26 @@ def test_fifty_inputs_each_keep_their_own_model() -> None:
     assert sorted(e.input_index for e in late) == list(range(1, 50, 2))
 
 
-@pytest.mark.skipif(HOG_AVAILABLE, reason="this OpenCV has the HOG people detector")
-def test_classify_people_is_refused_when_opencv_lacks_hog() -> None:
-    from agent.algorithms import registry
-    from agent.tasks.errors import ApiError
-
-    with pytest.raises(ApiError) as caught:
-        registry.validate_task("intrusion-detection", "1.0", {"classify_people": True})
-    assert caught.value.params == ["config.common.classify_people"]
-
-
-@pytest.mark.skipif(not HOG_AVAILABLE, reason="OpenCV 5 has no HOG people detector")
 def test_classify_people_marks_a_block_as_other(clip: Path) -> None:
     events = run(detector(rois=[RIGHT_HALF], cooldown_s=60, classify_people=True), clip)
     assert [item["category"] for e in events for item in e.event_set] == [2]
+
+
+def test_classify_people_marks_a_walking_person_as_person(tmp_path: Path) -> None:
+    background = np.full((HEIGHT, WIDTH, 3), 185, np.uint8)
+    cv2.rectangle(background, (0, 300), (WIDTH, HEIGHT), (150, 160, 150), -1)  # the ground
+
+    def walking(i: int) -> np.ndarray:
+        image = background.copy()
+        return video.draw_person(image, (60 + 5 * i, 120), 170)
+
+    path = video.encode(tmp_path / "person.mp4",
+                        [*video.segments((STILL_S, lambda i: background), (4.0, walking), fps=FPS)], FPS)
+    algorithm = detector(rois=[RIGHT_HALF], cooldown_s=60, classify_people=True)
+    events = run(algorithm, path)
+    assert [item["category"] for e in events for item in e.event_set] == [0]
+    box = events[0].event_set[0]["bounding_box"]
+    assert box["x"] >= WIDTH / 2 and 150 <= box["h"] <= 190
 
 
 def test_an_object_keeps_its_id_through_a_frame_where_it_merges_with_a_smear() -> None:

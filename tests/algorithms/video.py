@@ -101,3 +101,19 @@ def segments(*parts: tuple[float, Callable[[int], Image]], fps: int) -> Iterator
     for seconds, render in parts:
         for index in range(int(seconds * fps)):
             yield render(index)
+
+
+def draw_person(image: Image, top_centre: tuple[int, int], height: int,
+                colour: tuple[int, int, int] = (40, 40, 40)) -> Image:
+    """An upright silhouette (head, torso, arms, legs): the outline a HOG people detector keys on."""
+    x, y, s = top_centre[0], top_centre[1], height / 100.0
+
+    def at(dx: float, dy: float) -> tuple[int, int]:
+        return x + int(dx * s), y + int(dy * s)
+
+    cv2.circle(image, at(0, 7), int(7 * s), colour, -1)
+    cv2.ellipse(image, at(0, 33), (int(11 * s), int(20 * s)), 0, 0, 360, colour, -1)
+    for side in (-1, 1):
+        cv2.line(image, at(9 * side, 18), at(15 * side, 50), colour, max(1, int(5 * s)))  # arm
+        cv2.line(image, at(5 * side, 50), at(9 * side, 100), colour, max(1, int(7 * s)))  # leg
+    return image
