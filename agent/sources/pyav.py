@@ -18,6 +18,7 @@ from fractions import Fraction
 from typing import Any
 
 import av
+import av.codec.context
 import av.error
 
 from agent.redact import mask_text
@@ -33,6 +34,7 @@ _MAX_PACKETS_BEFORE_KEYFRAME = 300
 _MAX_DEMUX_ERRORS = 50
 # An open that fails only after this fraction of its timeout failed because the server did not answer.
 _NO_ANSWER_FRACTION = 0.9
+_FLAG2_CHUNKS = int(av.codec.context.Flags2.chunks)
 _DECODE_ERRORS = (av.error.InvalidDataError, av.error.PatchWelcomeError, av.error.BugError, ValueError)
 
 
@@ -128,18 +130,22 @@ def _switch(decoder: Any, old: DecodeMode | None, new: DecodeMode, stream_contex
     threaded = new is DecodeMode.FULL
     if decoder is None:
         decoder = stream_context  # not opened yet: threading can still be chosen
-        _configure_threads(decoder, threaded)
+        _configure(decoder, threaded)
     elif (old is DecodeMode.FULL) != threaded:
         # threading is fixed once a decoder is open: start a new one from the stream's parameters
         decoder = av.CodecContext.create(stream_context.name, "r")
         if stream_context.extradata:
             decoder.extradata = stream_context.extradata
-        _configure_threads(decoder, threaded)
+        _configure(decoder, threaded)
     decoder.skip_frame = "NONKEY" if new is DecodeMode.KEYFRAMES else "DEFAULT"
     return decoder
 
 
-def _configure_threads(decoder: Any, threaded: bool) -> None:
+def _configure(decoder: Any, threaded: bool) -> None:
+    """Set before the decoder opens: threading, and whole frames only."""
+    # RTP depacketizers may split one picture over several packets (multi-slice cameras; GStreamer's
+    # x264 sends an IDR as two): without CHUNKS the decoder emits a half-decoded picture per packet.
+    decoder.flags2 |= _FLAG2_CHUNKS
     if threaded:
         decoder.thread_type = "AUTO"
         decoder.thread_count = 0

@@ -128,6 +128,17 @@ def test_sampling_rate_and_keyframe_only_mode(rtsp_h264: RtspServer, rtsp_server
     assert gaps(results["0.5fps_gop3s"])[-2:] == pytest.approx([2.0, 2.0], abs=0.05)
 
 
+def test_a_picture_split_over_packets_is_decoded_whole(rtsp_server: RtspServerFactory) -> None:
+    # GStreamer's x264 sends each 720p IDR as two packets with the same pts; decoding them one by one
+    # would hand on a half-decoded picture first
+    server = rtsp_server(size=(1280, 720), kbps=2000)
+    with running(VideoStream(0, target(server.url), FAST, 0.5)) as stream:
+        frames = collect(stream, 3, timeout=15)
+        status = stream.status()
+    assert len(frames) == 3 and status.keyframe_only
+    assert status.frames_decoded <= status.frames_sampled + 1  # one picture per keyframe, not two
+
+
 def test_raising_the_rate_turns_keyframe_only_off(rtsp_server: RtspServerFactory) -> None:
     server = rtsp_server(gop=10)  # 0.4 s GOP: keyframe-only is measured quickly
     with running(VideoStream(0, target(server.url), FAST, 1.0)) as stream:
