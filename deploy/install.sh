@@ -9,7 +9,7 @@
 #   apt: python3, python3-venv, ca-certificates (PyAV and OpenCV wheels bundle FFmpeg: no ffmpeg libs)
 #   user edge-agent (system, no login, no home)
 #   /opt/edge-agent/venv        the package and its dependencies (replaced on upgrade)
-#   /usr/local/bin/edge-agent   symlink to the venv's command
+#   /usr/local/bin/edge-agent   the venv's command, with /etc/edge-agent/agent.toml as default config
 #   /etc/edge-agent/agent.toml  from deploy/agent.toml (or --config) only when absent: never overwritten
 #   /etc/edge-agent/token       API token, generated once, 0600 edge-agent
 #   /var/lib/edge-agent         state (tasks, outbox), 0700 edge-agent
@@ -184,10 +184,18 @@ say "installing $(basename "$TARGET") into $VENV"
 "$VENV/bin/$SERVICE" version >/dev/null || die "$VENV/bin/$SERVICE does not run"
 say "installed: $("$VENV/bin/$SERVICE" version)"
 
-# On PATH for operators (edge-agent diag, edge-agent task …). Absolute target: right on the box
-# even when staged with --root.
+# On PATH for operators, with the installed config as the default, so `sudo edge-agent diag` and
+# `edge-agent task list` work as typed (--config and $EDGE_AGENT_CONFIG still win).
 mkdir -p "$ROOT/usr/local/bin"
-ln -sfn "/opt/$SERVICE/venv/bin/$SERVICE" "$ROOT/usr/local/bin/$SERVICE"
+cat > "$ROOT/usr/local/bin/$SERVICE.new" <<WRAPPER
+#!/bin/sh
+# $SERVICE command wrapper, written by deploy/install.sh (uninstall.sh removes it).
+: "\${EDGE_AGENT_CONFIG:=/etc/$SERVICE/agent.toml}"
+export EDGE_AGENT_CONFIG
+exec /opt/$SERVICE/venv/bin/$SERVICE "\$@"
+WRAPPER
+chmod 0755 "$ROOT/usr/local/bin/$SERVICE.new"
+mv -f "$ROOT/usr/local/bin/$SERVICE.new" "$ROOT/usr/local/bin/$SERVICE"
 
 if [ -d "$SCRIPT_DIR/../docs" ]; then
     mkdir -p "$OPT/docs"

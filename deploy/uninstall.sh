@@ -49,10 +49,10 @@ rm -f "$UNIT"
 [ "$PURGE" = no ] || rm -rf "$UNIT.d"
 [ "$SYSTEMD" = no ] || systemctl daemon-reload
 rm -rf "$ROOT/opt/$SERVICE"
-# Only our own link: an edge-agent installed some other way is not ours to remove.
-LINK="$ROOT/usr/local/bin/$SERVICE"
-if [ -L "$LINK" ] && [ "$(readlink "$LINK")" = "/opt/$SERVICE/venv/bin/$SERVICE" ]; then
-    rm -f "$LINK"
+# Only our own wrapper: an edge-agent command installed some other way is not ours to remove.
+WRAPPER="$ROOT/usr/local/bin/$SERVICE"
+if [ -f "$WRAPPER" ] && grep -q "written by deploy/install.sh" "$WRAPPER"; then
+    rm -f "$WRAPPER"
 fi
 say "removed $UNIT and $ROOT/opt/$SERVICE"
 

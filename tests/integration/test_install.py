@@ -69,7 +69,7 @@ class Observations:
     modes: dict[str, int] = field(default_factory=dict)
     installed_unit: str = ""
     note: str = ""
-    command_link: str = ""
+    command_wrapper: tuple[str, int] = ("", 0)
     version: subprocess.CompletedProcess[str] | None = None
     agent_location: str = ""
     settings_seen: dict[str, str] = field(default_factory=dict)
@@ -119,7 +119,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Observations:
                  "var/lib/edge-agent", "opt/edge-agent", "etc/systemd/system/edge-agent.service"):
         seen.modes[name] = _mode(root / name)
     seen.installed_unit = (root / "etc/systemd/system/edge-agent.service").read_text()
-    seen.command_link = os.readlink(root / "usr/local/bin/edge-agent")
+    wrapper = root / "usr/local/bin/edge-agent"
+    seen.command_wrapper = (wrapper.read_text(), _mode(wrapper))
     seen.note = (root / "opt/edge-agent/INSTALL-NOTE.txt").read_text()
     # From inside the root: `python -c` puts the working directory first on sys.path, and the
     # checkout's agent/ must not stand in for the installed one.
@@ -193,9 +194,12 @@ def test_installed_unit_is_the_repository_unit(installed: Observations) -> None:
     assert installed.installed_unit == UNIT_SOURCE.read_text()
 
 
-def test_command_is_linked_onto_path(installed: Observations) -> None:
-    # Absolute and unprefixed: the link is for the box, where the root is /.
-    assert installed.command_link == "/opt/edge-agent/venv/bin/edge-agent"
+def test_command_on_path_defaults_to_the_installed_config(installed: Observations) -> None:
+    text, mode = installed.command_wrapper
+    assert mode == 0o755
+    # Unprefixed paths: the wrapper is for the box, where the root is /.
+    assert ': "${EDGE_AGENT_CONFIG:=/etc/edge-agent/agent.toml}"' in text
+    assert 'exec /opt/edge-agent/venv/bin/edge-agent "$@"' in text
     assert "usr/local/bin/edge-agent" not in installed.after_uninstall
 
 
