@@ -318,8 +318,8 @@ class VideoStream:
             self._sampler.target_fps = fps
 
     def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError(f"{self.name} was already started")
+        if self._thread is not None or self._state is not StreamState.NOT_STARTED:
+            raise RuntimeError(f"{self.name}: a stream starts only once")
         self._thread = threading.Thread(target=self._supervise, name=self.name, daemon=True)
         self._transition(StreamState.CONNECTING)
         self._thread.start()

@@ -364,12 +364,3 @@ def test_a_slow_consumer_drops_frames_and_gets_the_newest(rtsp_h264: RtspServer)
     assert newest is not None
     assert status.dropped >= status.frames_sampled - 2
     assert newest.info.stream_time is not None and newest.info.stream_time > 0.5
-
-
-def test_lifecycle_errors() -> None:
-    stream = VideoStream(0, target("rtsp://127.0.0.1:1/x"), FAST, 1.0)
-    assert stream.status().state is StreamState.NOT_STARTED
-    stream.stop()
-    assert stream.status().state is StreamState.STOPPED
-    with pytest.raises(ValueError, match=r"stream\.backend"):
-        VideoStream(0, target("x"), FAST, 1.0, backend="gstreamer")
