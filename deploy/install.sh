@@ -121,6 +121,7 @@ else
     fi
 fi
 
+command -v "$PYTHON" >/dev/null || die "no Python interpreter at $PYTHON (install python3, or pass --python)"
 "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
     || die "$PYTHON is older than Python 3.10"
 

@@ -245,6 +245,9 @@ def test_install_refuses_unknown_options_and_missing_sources(tmp_path: Path) -> 
     missing = _run(INSTALL, "--root", tmp_path, "--skip-apt", "--wheel", tmp_path / "nope.whl")
     assert missing.returncode != 0
     assert "wheel not found" in missing.stderr
+    no_python = _run(INSTALL, "--root", tmp_path, "--skip-apt", "--python", tmp_path / "python3")
+    assert no_python.returncode != 0
+    assert f"no Python interpreter at {tmp_path / 'python3'}" in no_python.stderr
     assert not (tmp_path / "opt/edge-agent/venv").exists()
 
 
