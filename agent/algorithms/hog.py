@@ -4,13 +4,14 @@ OpenCV 5 wheels no longer carry ``cv2.HOGDescriptor``. This module computes the 
 OpenCV's default ``HOGDescriptor()`` — 64×128 window, 16×16 blocks on an 8 px grid, 8×8 cells, 9
 unsigned orientation bins, square-root gamma, Gaussian block weighting (σ = 4) with bilinear votes
 into the cells, L2-Hys normalisation — and scores it with OpenCV's default people SVM
-(``getDefaultPeopleDetector()``, stored in data/hog_people_default.npy). Detection slides the window
+(``getDefaultPeopleDetector()``, stored in data/hog_people_default.xml). Detection slides the window
 in 8 px steps over an image padded by 8 px and a pyramid in 1.05 steps, then groups the hits like
 ``detectMultiScale`` (more than two overlapping windows make a person).
 """
 
 from __future__ import annotations
 
+import xml.etree.ElementTree as ElementTree
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from numpy.typing import NDArray
 
 from agent.algorithms.grouping import Detection, group_rectangles
 
-PEOPLE_SVM = Path(__file__).with_name("data") / "hog_people_default.npy"
+PEOPLE_SVM = Path(__file__).with_name("data") / "hog_people_default.xml"
 
 WINDOW_W, WINDOW_H = 64, 128
 _BLOCK, _STEP, _CELL, _BINS = 16, 8, 8, 9
@@ -46,7 +47,10 @@ def _cell_kernels() -> tuple[NDArray[np.float32], ...]:
 @lru_cache(maxsize=1)
 def _people_svm() -> tuple[NDArray[np.float32], float]:
     """SVM weights reshaped to (blocks x, blocks y, 36) — OpenCV orders blocks x-major — and the bias."""
-    coefs = np.load(PEOPLE_SVM)
+    root = ElementTree.parse(PEOPLE_SVM).getroot()
+    coefs = np.array((root.text or "").split(), dtype=np.float32)
+    if coefs.size != _BLOCKS_X * _BLOCKS_Y * 4 * _BINS + 1:
+        raise ValueError(f"{PEOPLE_SVM.name}: expected {_BLOCKS_X * _BLOCKS_Y * 4 * _BINS + 1} coefficients")
     weights = coefs[:-1].reshape(_BLOCKS_X, _BLOCKS_Y, 4 * _BINS)
     return weights, float(coefs[-1])
 
