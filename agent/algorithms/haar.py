@@ -1,9 +1,9 @@
 """A Viola–Jones Haar cascade evaluated with NumPy, reading OpenCV's cascade XML.
 
 OpenCV 5 dropped ``cv2.CascadeClassifier`` and the cascade files from the opencv-python wheels, so the
-agent evaluates the classic stump cascade itself: an image pyramid, integral images, and per stage one
-vectorised gather over every window that survived the previous stage (most windows die in the first
-two stages, so later stages touch few). The maths follow OpenCV's ``HaarEvaluator`` (variance-normalised
+agent evaluates the classic stump cascade itself: an image pyramid and integral images; the first
+stages are evaluated for every window at once with strided array views, and once most windows have
+been rejected, later stages gather just the survivors. The maths follow OpenCV's ``HaarEvaluator`` (variance-normalised
 features over the window's inner rectangle, ``value < threshold`` picks the left leaf) and
 ``groupRectangles`` for merging neighbours, so OpenCV's trained cascades behave as they do there.
 """
