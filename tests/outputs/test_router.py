@@ -72,6 +72,19 @@ def test_unknown_input_index_is_refused(tmp_path: Path, make_router: Any) -> Non
         router.submit(TASK_ID, "svc", webhook_output("http://127.0.0.1:9/x"), ["cam"], [make_event(input_index=3)])
 
 
+def test_the_size_cap_drops_the_oldest_and_says_so(tmp_path: Path, make_router: Any) -> None:
+    router = make_router(make_settings(tmp_path, max_bytes=1 << 20))
+    output = webhook_output("http://127.0.0.1:9/never-started", ["image"])
+    image = b"\xff" * 100_000
+    for n in range(15):
+        router.submit(TASK_ID, "svc", output, ["cam"], [make_event(n, images={"image": image})])
+    status = router.status()
+    webhook = status.sink("webhook")
+    assert status.stored_bytes <= status.max_bytes == 1 << 20
+    assert webhook.dropped_at_cap > 0
+    assert webhook.backlog + webhook.dropped_at_cap == 15
+
+
 @pytest.mark.integration
 def test_webhook_gets_envelopes_with_headers_in_order(tmp_path: Path, make_router: Any,
                                                        webhook_receiver: WebhookReceiver) -> None:
@@ -103,6 +116,8 @@ def test_webhook_500_then_200_is_delivered_once_healed(tmp_path: Path, make_rout
     router.submit(TASK_ID, "svc", webhook_output(webhook_receiver.url), ["cam"], [make_event(n) for n in range(5)])
     got = webhook_receiver.wait_for(5, timeout=30)
     assert seqs(got) == [0, 1, 2, 3, 4]
+    for request in webhook_receiver.requests:
+        validate_envelope(request.json)
     assert [r.status for r in webhook_receiver.requests[:4]] == [500] * 4
     assert {r.json["message_id"] for r in webhook_receiver.requests[:4]} == {got[0].json["message_id"]}
     wait_until(lambda: router.status().sink("webhook").backlog == 0, 10, "backlog drained")
@@ -132,6 +147,8 @@ def test_slow_webhook_times_out_then_succeeds(tmp_path: Path, make_router: Any,
     assert status.failed >= 2 and status.delivered == 3 and status.dead_letters == 0
     answered_in_time = [r for r in webhook_receiver.requests if r.delay_s == 0]
     assert seqs(answered_in_time) == [0, 1, 2]
+    for request in webhook_receiver.requests:
+        validate_envelope(request.json)
 
 
 @pytest.mark.integration
@@ -316,6 +333,7 @@ def test_kill_9_with_1000_undelivered_then_all_delivered(tmp_path: Path, make_ro
         receiver.stop()
     first_seen: dict[str, int] = {}
     for request in got:
+        assert request.headers["x-token"] == "s3cret-token-value"  # the destination survived the kill
         validate_envelope(request.json)
         n = request.json["data"]["event_set"][0]["seq"]
         assert base64.b64decode(request.json["image_base64"]) == b"JPEG%d" % n  # not corrupt
