@@ -16,6 +16,7 @@ from enum import Enum
 import httpx
 
 from agent.redact import mask_text, mask_url
+from agent.tasks.model import HEADER_NAME_RE, HEADER_VALUE_FORBIDDEN
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +77,14 @@ class WebhookClient:
         self._transport.close()
 
     def post(self, url: str, headers: Mapping[str, str], payload: bytes) -> DeliveryResult:
-        request_headers = {"User-Agent": "edge-agent", **headers, "Content-Type": "application/json"}
+        encoded = _encode_headers(headers)
+        if isinstance(encoded, str):
+            return DeliveryResult(Outcome.PERMANENT, encoded)
         try:
-            request = httpx.Request("POST", url, content=payload, headers=request_headers,
-                                    extensions=self._extensions)
+            request = httpx.Request("POST", url, content=payload, headers=encoded, extensions=self._extensions)
+        except (httpx.InvalidURL, ValueError) as exc:
+            return DeliveryResult(Outcome.PERMANENT, f"invalid webhook URL {mask_url(url)}: {type(exc).__name__}")
+        try:
             response = self._transport.handle_request(request)
             try:
                 response.read()  # the connection goes back to the pool only once the body is consumed
@@ -87,6 +92,8 @@ class WebhookClient:
                 response.close()
         except httpx.TimeoutException as exc:
             return DeliveryResult(Outcome.RETRY, f"timeout ({type(exc).__name__}) posting to {mask_url(url)}")
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError) as exc:
+            return DeliveryResult(Outcome.PERMANENT, f"{type(exc).__name__} posting to {mask_url(url)}")
         except httpx.HTTPError as exc:
             return DeliveryResult(
                 Outcome.RETRY, f"{type(exc).__name__} posting to {mask_url(url)}: {mask_text(str(exc))[:200]}"
@@ -96,3 +103,23 @@ class WebhookClient:
         if outcome is Outcome.DELIVERED:
             return DeliveryResult(outcome, reason)
         return DeliveryResult(outcome, reason, _retry_after(response.headers.get("Retry-After")))
+
+
+def _encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]] | str:
+    """The request headers as bytes, or why they cannot be sent (naming the header, never its value).
+
+    The task model already refuses bad headers; this guards queued rows and callers that bypass it, and
+    sends non-ASCII values as UTF-8 (httpx would refuse them) rather than never delivering the event.
+    """
+    encoded = [(b"User-Agent", b"edge-agent")]
+    for name, value in headers.items():
+        if not HEADER_NAME_RE.match(name):
+            return "invalid webhook header name"
+        if HEADER_VALUE_FORBIDDEN.search(value):
+            return f"webhook header {name} holds CR, LF or NUL"
+        if name.lower() not in ("content-type", "user-agent"):
+            encoded.append((name.encode("ascii"), value.encode("utf-8")))
+        elif name.lower() == "user-agent":
+            encoded[0] = (b"User-Agent", value.encode("utf-8"))
+    encoded.append((b"Content-Type", b"application/json"))
+    return encoded

@@ -81,3 +81,21 @@ def test_url_credentials_are_masked_in_reasons() -> None:
     finally:
         client.close()
     assert "pa55word" not in result.reason and "abc123" not in result.reason
+
+
+@pytest.mark.integration
+def test_non_ascii_values_go_as_utf8_and_broken_headers_are_permanent(webhook_receiver: WebhookReceiver) -> None:
+    client = WebhookClient(timeout_s=2)
+    try:
+        sent = client.post(webhook_receiver.url, {"X-Name": "Zoë"}, b"{}")
+        injected = client.post(webhook_receiver.url, {"X-Evil": "a\r\nHost: elsewhere"}, b"{}")
+        bad_name = client.post(webhook_receiver.url, {"Bad Name": "v"}, b"{}")
+        bad_scheme = client.post("ftp://127.0.0.1/x", {"A": "b"}, b"{}")
+    finally:
+        client.close()
+    assert sent.outcome is Outcome.DELIVERED
+    assert webhook_receiver.requests[0].headers["x-name"].encode("latin-1").decode("utf-8") == "Zoë"
+    for result in (injected, bad_name, bad_scheme):
+        assert result.outcome is Outcome.PERMANENT
+    assert "elsewhere" not in injected.reason and "X-Evil" in injected.reason
+    assert len(webhook_receiver.requests) == 1  # nothing broken left the box
