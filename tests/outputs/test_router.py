@@ -3,11 +3,13 @@ from __future__ import annotations
 import base64
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -322,6 +324,8 @@ def test_kill_9_with_1000_undelivered_then_all_delivered(tmp_path: Path, make_ro
         if child.poll() is None:
             child.kill()
             child.wait(10)
+    with closing(sqlite3.connect(state / "outbox.db")) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     receiver.start()
     try:
         router = make_router(make_settings(state))
