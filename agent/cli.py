@@ -14,6 +14,8 @@ from typing import Any
 from agent import __version__
 
 DEFAULT_PROJECT = "default"
+EX_CONFIG = 78
+STATUS_INTERVAL_S = 10.0
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -24,11 +26,13 @@ def _load(args: argparse.Namespace) -> Any:
     try:
         return load_settings(args.config)
     except FileNotFoundError as exc:
-        raise SystemExit(f"edge-agent: {exc}") from None
+        print(f"edge-agent: {exc}", file=sys.stderr)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise SystemExit(f"edge-agent: invalid configuration at {where}: {first['msg']}") from None
+        print(f"edge-agent: invalid configuration at {where}: {first['msg']}", file=sys.stderr)
+    # EX_CONFIG: the unit's RestartPreventExitStatus=78 stops systemd from restarting into the same error
+    raise SystemExit(EX_CONFIG)
 
 
 def _read_json_arg(source: str) -> bytes:
@@ -39,19 +43,23 @@ def _read_json_arg(source: str) -> bytes:
 
 # run ---------------------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
+    import faulthandler
+
     from agent.logging_setup import configure_logging
+    from agent.runtime import sdnotify
     from agent.runtime.app import AgentRuntime
 
     settings = _load(args)
     configure_logging(settings.log.level, settings.log.format)
+    faulthandler.enable()  # a watchdog kill (SIGABRT) leaves every thread's stack in the journal
     runtime = AgentRuntime(settings)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     runtime.start()
     try:
-        while not stop.wait(1.0):
-            pass
+        while not stop.wait(STATUS_INTERVAL_S):
+            sdnotify.status(runtime.status_line())
     finally:
         runtime.stop()
     return 0

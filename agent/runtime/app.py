@@ -58,6 +58,15 @@ class AgentRuntime:
         """The supervisor's loop and every task worker are turning (what the systemd watchdog checks)."""
         return self.supervisor.healthy()
 
+    def status_line(self) -> str:
+        """One line for `systemctl status`: what runs and whether results get out."""
+        pipelines = self.supervisor.pipelines()
+        abnormal = sum(1 for p in pipelines if p.state.value == "ABNORMAL")
+        backlog = sum(s.backlog for s in self.router.status().sinks)
+        mqtt = "" if self.mqtt_control is None else (
+            ", mqtt connected" if self.mqtt_control.connected else ", mqtt DISCONNECTED")
+        return (f"{len(pipelines)} task(s) running ({abnormal} abnormal), outbox backlog {backlog}{mqtt}")
+
     def _health(self) -> dict[str, object]:
         router = self.router.status()
         return {
@@ -91,6 +100,7 @@ class AgentRuntime:
         sdnotify.stopping()
         if self.watchdog is not None:
             self.watchdog.stop()
+            self.watchdog.join(5.0)
         if self.mqtt_control is not None:  # before the store closes: it answers from the store
             self.mqtt_control.stop(timeout=3.0)
         self.supervisor.stop()
