@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -215,6 +215,8 @@ class MetricsEndpoint:
     def __init__(self, sources: MetricSources) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(AgentCollector(sources))
+        # process_resident_memory_bytes, process_cpu_seconds_total, open fds: what capacity planning reads
+        ProcessCollector(registry=self.registry)
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
