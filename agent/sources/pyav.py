@@ -34,6 +34,9 @@ _MAX_PACKETS_BEFORE_KEYFRAME = 300
 _MAX_DEMUX_ERRORS = 50
 # An open that fails only after this fraction of its timeout failed because the server did not answer.
 _NO_ANSWER_FRACTION = 0.9
+# A decoder that took this many packets without producing a picture is stuck on a damaged one
+# (more than frame threading or B-frame reordering ever hold back).
+_MAX_SILENT_PACKETS = 12
 _FLAG2_CHUNKS = int(av.codec.context.Flags2.chunks)
 _DECODE_ERRORS = (av.error.InvalidDataError, av.error.PatchWelcomeError, av.error.BugError, ValueError)
 
@@ -86,6 +89,7 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
     decoder: Any = None
     mode: DecodeMode | None = None
     waited_for_keyframe = 0
+    silent = 0  # packets decoded since the decoder last produced a picture
     for packet in _packets(container, stream, session):
         if session.stop_requested:
             return ReadEnd.STOPPED
@@ -101,9 +105,12 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
         if decoder is None and not is_key and waited_for_keyframe < _MAX_PACKETS_BEFORE_KEYFRAME:
             waited_for_keyframe += 1
             continue
-        if wanted is not mode and (decoder is None or is_key):
-            decoder = _switch(decoder, mode, wanted, context)
-            mode = wanted
+        stuck = silent >= _MAX_SILENT_PACKETS
+        if decoder is None or (is_key and (wanted is not mode or stuck)):
+            if stuck:  # a damaged picture never completed: drop it and start over at this keyframe
+                session.decode_error()
+            decoder = _switch(decoder, mode, wanted, context, restart=stuck)
+            mode, silent = wanted, 0
             session.keyframe_only(mode is DecodeMode.KEYFRAMES)
         if mode is DecodeMode.KEYFRAMES and not is_key:
             continue
@@ -112,6 +119,7 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
         except _DECODE_ERRORS:
             session.decode_error()
             continue
+        silent = 0 if frames else silent + 1
         for frame in frames:
             _hand_on(frame, session)
     if session.stop_requested:
@@ -125,13 +133,13 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
     return ReadEnd.DISCONNECTED if live else ReadEnd.ENDED
 
 
-def _switch(decoder: Any, old: DecodeMode | None, new: DecodeMode, stream_context: Any) -> Any:
+def _switch(decoder: Any, old: DecodeMode | None, new: DecodeMode, stream_context: Any, *, restart: bool) -> Any:
     """A decoder for ``new`` mode; called at a keyframe, so a fresh decoder can start cleanly."""
     threaded = new is DecodeMode.FULL
     if decoder is None:
         decoder = stream_context  # not opened yet: threading can still be chosen
         _configure(decoder, threaded)
-    elif (old is DecodeMode.FULL) != threaded:
+    elif restart or (old is DecodeMode.FULL) != threaded:
         # threading is fixed once a decoder is open: start a new one from the stream's parameters
         decoder = av.CodecContext.create(stream_context.name, "r")
         if stream_context.extradata:
@@ -145,6 +153,7 @@ def _configure(decoder: Any, threaded: bool) -> None:
     """Set before the decoder opens: threading, and whole frames only."""
     # RTP depacketizers may split one picture over several packets (multi-slice cameras; GStreamer's
     # x264 sends an IDR as two): without CHUNKS the decoder emits a half-decoded picture per packet.
+    # With it, a damaged picture may never complete; _decode restarts such a decoder at a keyframe.
     decoder.flags2 |= _FLAG2_CHUNKS
     if threaded:
         decoder.thread_type = "AUTO"

@@ -262,6 +262,7 @@ class VideoStream:
     """One input: a supervisor thread, a reader thread per connection, a latest-frame slot."""
 
     _JOIN_READER_S = 2.0  # an abandoned reader blocked in FFmpeg is left behind after this
+    _WATCH_INTERVAL_S = 0.25  # how often the supervisor checks its reader for stalls
 
     def __init__(
         self,
@@ -427,7 +428,7 @@ class VideoStream:
                 connection.abandon()
                 connection.thread.join(self._JOIN_READER_S)
                 return _Outcome.REQUESTED, reason
-            if connection.done.wait(0.1):
+            if connection.done.wait(self._WATCH_INTERVAL_S):
                 return self._ended(connection)
             idle = time.monotonic() - connection.last_activity
             limit = self.settings.stall_timeout_s if connection.is_open else open_limit
