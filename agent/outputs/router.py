@@ -3,10 +3,13 @@
 ``submit`` builds one envelope per event and output (filtered by that output's data_category), commits
 them to the outbox and returns; two named delivery threads drain it, one per sink kind:
 
-- ``outbox-webhook`` walks the ready task lanes and POSTs each lane's rows in order over keep-alive
-  connections. One thread, not one per destination: tasks are few (``limits.max_tasks``), a failing
-  destination is backed off (at most one 10 s timeout per lane per back-off period) and a connection
-  refused costs microseconds, so a dead webhook costs the others little while the code stays single-threaded.
+- ``outbox-webhook-0`` … ``-3``: a small fixed pool. A worker claims the ready task lane served least
+  recently, POSTs its rows in order over keep-alive connections for at most a second, and releases it.
+  One lane is never held by two workers (order), and no worker holds a lane for long (fairness). A pool
+  rather than one thread per destination: tasks come and go, while 4 threads are enough that a few slow
+  webhooks (up to 10 s per request) cannot stall the others; a failing destination is backed off and a
+  refused connection costs microseconds. (One thread served all lanes at first: a webhook that answers
+  after 9 s then held every other task's webhook back for minutes.)
 - ``outbox-mqtt`` pipelines up to 1000 QoS 1 publishes on the events connection and deletes rows as
   PUBACKs arrive; during a broker outage it waits, and paho resends the unacknowledged ones on reconnect.
 """
@@ -34,9 +37,12 @@ from agent.tasks.model import TaskOutput
 
 log = logging.getLogger(__name__)
 
-LANE_BATCH = 64  # rows a webhook lane sends before the next lane gets its turn
+WEBHOOK_WORKERS = 4
+LANE_BATCH = 64  # rows read per lane turn
+LANE_SLICE_S = 1.0  # a worker moves on to another lane after this long (unless it is the only one)
 IDLE_WAIT_S = 1.0
 ERROR_PAUSE_S = 5.0
+BUSY_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -119,6 +125,9 @@ class ResultRouter:
         self._stop = threading.Event()
         self._wake = {sink: threading.Event() for sink in Sink}
         self._threads: list[threading.Thread] = []
+        self._lane_lock = threading.Lock()
+        self._claimed_lanes: set[str] = set()
+        self._lane_served_at: dict[str, float] = {}
         self._mqtt: MqttEventSink | None = None
         if settings.mqtt is not None:
             kwargs = {} if mqtt_reconnect_max_s is None else {"reconnect_max_s": mqtt_reconnect_max_s}
@@ -130,7 +139,9 @@ class ResultRouter:
         if self._threads:
             return
         self._stop.clear()
-        self._threads.append(threading.Thread(target=self._run_webhook, name="outbox-webhook", daemon=True))
+        for number in range(WEBHOOK_WORKERS):
+            self._threads.append(threading.Thread(target=self._run_webhook, name=f"outbox-webhook-{number}",
+                                                  daemon=True))
         if self._mqtt is not None:
             self._mqtt.start()
             self._threads.append(threading.Thread(target=self._run_mqtt, name="outbox-mqtt", daemon=True))
@@ -239,21 +250,42 @@ class ResultRouter:
     def _webhook_round(self, client: WebhookClient) -> None:
         now = time.time()
         ready, next_due = self._outbox.ready_lanes(Sink.WEBHOOK, now)
-        if not ready:
+        task_id = self._claim_lane(ready)
+        if task_id is None and ready:
+            # Every ready lane is being served: new lanes are rare, so poll slowly rather than wake on
+            # each submit to a busy lane.
+            self._stop.wait(BUSY_POLL_S)
+            return
+        if task_id is None:
             wake = self._wake[Sink.WEBHOOK]
             wake.wait(IDLE_WAIT_S if next_due is None else min(IDLE_WAIT_S, max(0.01, next_due - now)))
             wake.clear()
             return
-        for task_id in ready:
-            if self._stop.is_set():
-                return
+        try:
             self._drain_webhook_lane(client, task_id)
+        finally:
+            with self._lane_lock:
+                self._claimed_lanes.discard(task_id)
+                self._lane_served_at[task_id] = time.monotonic()
+
+    def _claim_lane(self, ready: list[str]) -> str | None:
+        """The ready lane no other worker holds that was served least recently (None: nothing to do)."""
+        with self._lane_lock:
+            free = [task_id for task_id in ready if task_id not in self._claimed_lanes]
+            if not free:
+                return None
+            chosen = min(free, key=lambda task_id: self._lane_served_at.get(task_id, 0.0))
+            self._claimed_lanes.add(chosen)
+            if len(self._lane_served_at) > 4 * len(ready) + 64:  # forget lanes of deleted tasks
+                self._lane_served_at = {t: v for t, v in self._lane_served_at.items() if t in ready}
+            return chosen
 
     def _drain_webhook_lane(self, client: WebhookClient, task_id: str) -> None:
         delivered: list[int] = []
+        turn_ends = time.monotonic() + LANE_SLICE_S
         try:
             for message in self._outbox.lane(Sink.WEBHOOK, task_id, LANE_BATCH):
-                if self._stop.is_set():
+                if self._stop.is_set() or time.monotonic() > turn_ends:
                     return
                 destination = message.destination
                 result = client.post(str(destination["url"]), dict(destination["headers"]), message.payload)

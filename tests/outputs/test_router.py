@@ -215,6 +215,26 @@ def test_dead_webhook_does_not_hold_back_mqtt_or_other_tasks(tmp_path: Path, mak
     assert status.sink("mqtt").backlog == 0 and status.sink("webhook").backlog == 10
 
 
+@pytest.mark.integration
+def test_a_slow_webhook_does_not_hold_back_another_tasks_webhook(tmp_path: Path, make_router: Any,
+                                                                webhook_receiver: WebhookReceiver) -> None:
+    webhook_receiver.default = Reply(200, delay_s=6.0)  # slow but within the timeout: never backed off
+    fast = WebhookReceiver()
+    fast.start()
+    try:
+        router = make_router(make_settings(tmp_path), webhook_timeout_s=10)
+        router.start()
+        router.submit(TASK_ID, "svc", webhook_output(webhook_receiver.url), ["cam"],
+                      [make_event(n) for n in range(3)])
+        time.sleep(0.5)  # a worker is inside the slow lane's first 6 s request
+        router.submit("f" * 32, "svc", webhook_output(fast.url), ["cam"], [make_event(n) for n in range(5)])
+        # well before the slow request ends: another worker served the fast task
+        assert seqs(fast.wait_for(5, timeout=3)) == [0, 1, 2, 3, 4]
+        assert webhook_receiver.requests == []
+    finally:
+        fast.stop()
+
+
 def _outage_settings(broker: Broker, tmp_path: Path) -> AgentSettings:
     """Give the private broker persistence so the test's subscriber session survives its restart."""
     store = tmp_path / "mosquitto-store"
