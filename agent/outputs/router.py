@@ -43,6 +43,7 @@ LANE_SLICE_S = 1.0  # a worker moves on to another lane after this long (unless 
 IDLE_WAIT_S = 1.0
 ERROR_PAUSE_S = 5.0
 BUSY_POLL_S = 0.2
+ACK_GATHER_S = 0.005
 
 
 @dataclass(frozen=True)
@@ -357,3 +358,6 @@ class _MqttDelivery:
                 self._cursor = message.row_id
         self._wake.wait(IDLE_WAIT_S)
         self._wake.clear()
+        # Let PUBACKs and submits gather for a moment: one delete transaction per batch, not per ack
+        # (with synchronous=FULL every transaction is an fsync).
+        time.sleep(ACK_GATHER_S)
