@@ -111,6 +111,7 @@ class QueuedMessage:
     payload: bytes
     attempts: int
     created_at: float
+    next_attempt_at: float  # epoch seconds; 0 unless this row failed before
 
 
 @dataclass(frozen=True)
@@ -354,11 +355,11 @@ class Outbox:
     # -- reading -----------------------------------------------------------------------------------
 
     def _message(self, row: tuple[Any, ...]) -> QueuedMessage:
-        row_id, sink, task_id, message_id, dest_id, payload, attempts, created_at = row
+        row_id, sink, task_id, message_id, dest_id, payload, attempts, created_at, next_attempt_at = row
         return QueuedMessage(row_id, Sink(sink), task_id, message_id, self._destination_specs[dest_id],
-                             bytes(payload), attempts, created_at)
+                             bytes(payload), attempts, created_at, next_attempt_at)
 
-    _COLUMNS = "id, sink, task_id, message_id, destination_id, payload, attempts, created_at"
+    _COLUMNS = "id, sink, task_id, message_id, destination_id, payload, attempts, created_at, next_attempt_at"
 
     def ready_lanes(self, sink: Sink, now: float) -> tuple[list[str], float | None]:
         """Tasks of ``sink`` whose head may be tried at ``now``, and the earliest later due time."""

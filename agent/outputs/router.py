@@ -288,6 +288,8 @@ class ResultRouter:
             for message in self._outbox.lane(Sink.WEBHOOK, task_id, LANE_BATCH):
                 if self._stop.is_set() or time.monotonic() > turn_ends:
                     return
+                if message.next_attempt_at > time.time():
+                    return  # backed off meanwhile by the worker that served the lane just before us
                 destination = message.destination
                 result = client.post(str(destination["url"]), dict(destination["headers"]), message.payload)
                 if result.outcome is Outcome.DELIVERED:

@@ -365,3 +365,12 @@ def test_kill_9_with_1000_undelivered_then_all_delivered(tmp_path: Path, make_ro
     assert len(first_seen) == 1000  # every message_id seen, none missing
     assert sorted(first_seen.values()) == list(range(1000))
     assert list(first_seen.values()) == list(range(1000))  # and in order
+
+
+def test_backoff_doubles_from_1_s_to_5_min_with_jitter() -> None:
+    policy = RetryPolicy()
+    for failures, plain in ((1, 1.0), (2, 2.0), (3, 4.0), (9, 256.0)):
+        delays = {policy.delay(failures) for _ in range(50)}
+        assert all(plain <= d <= plain * 1.25 for d in delays)
+        assert len(delays) > 1  # jittered
+    assert all(policy.delay(n) == 300.0 for n in (10, 11, 40, 1000))
