@@ -35,6 +35,7 @@ SYNC_INTERVAL_S = 1.0
 # cap tracks the file size closely enough with many small events.
 ROW_OVERHEAD = 128
 DEAD_LETTER_LIMIT = 10_000
+DEAD_LETTER_SHARE = 10  # dead letters keep at most max_bytes / DEAD_LETTER_SHARE of payload
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS destination (
@@ -342,6 +343,13 @@ class Outbox:
                     "DELETE FROM dead_letter WHERE id <= (SELECT MAX(id) FROM dead_letter) - ?",
                     (self._dead_letter_limit,),
                 ).rowcount
+                # Dead letters may hold images: they also get at most a tenth of the size cap.
+                pruned += self._db.execute(
+                    "DELETE FROM dead_letter WHERE id <= (SELECT id FROM (SELECT id, SUM(LENGTH(payload))"
+                    " OVER (ORDER BY id DESC) AS newer_bytes FROM dead_letter) WHERE newer_bytes > ?"
+                    " ORDER BY id DESC LIMIT 1)",
+                    (self.max_bytes // DEAD_LETTER_SHARE,),
+                ).rowcount
                 if pruned > 0:
                     self._bump(message.sink, Counter.DEAD_LETTERS_PRUNED, pruned)
                 self._db.execute("COMMIT")
@@ -351,6 +359,8 @@ class Outbox:
             if size_row is not None:
                 self._stored_bytes -= int(size_row[0])
                 self._backlog[message.sink] -= 1
+        if pruned > 0:
+            log.warning("dead letters full: pruned the %d oldest", pruned)
 
     # -- reading -----------------------------------------------------------------------------------
 

@@ -90,6 +90,16 @@ def test_dead_letters_are_bounded_and_pruning_is_counted(tmp_path: Path) -> None
     box.close()
 
 
+def test_dead_letters_get_a_tenth_of_the_cap(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_bytes=1 << 20)
+    box.add([NewMessage(Sink.WEBHOOK, "a", f"m{n}", HOOK, b'"' + b"x" * 40_000 + b'"') for n in range(5)])
+    for row in box.lane(Sink.WEBHOOK, "a", 10):
+        box.dead_letter(row, "HTTP 413", {})
+    kept = [d["message_id"] for d in box.dead_letters()]  # newest first; 2 x 40 kB fit in 104 857 bytes
+    assert kept == ["m4", "m3"]
+    box.close()
+
+
 def test_at_the_cap_the_oldest_undelivered_are_dropped_and_counted(tmp_path: Path) -> None:
     size = 1000
     cap = 10 * (size + ROW_OVERHEAD)
