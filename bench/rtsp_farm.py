@@ -78,7 +78,7 @@ class RtspFarm:
             process = subprocess.Popen(
                 [SYSTEM_PYTHON, str(Path(__file__).resolve()), "--file", str(self.file),
                  "--mounts", str(per_process), "--port", "0"],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
             )
             self._procs.append(process)
             self._ports.append(self._wait_ready(process))
@@ -109,8 +109,9 @@ class RtspFarm:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(process.pid, signal.SIGKILL)
                 process.wait(5)
-            if process.stdout is not None:
-                process.stdout.close()
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()
         self._procs.clear()
         self._ports.clear()
 
@@ -138,7 +139,12 @@ def serve(file: Path, mounts: int, port: str) -> None:
     if not server.attach(None):
         sys.exit(f"cannot listen on port {port}")
     print(f"READY {server.get_bound_port()}", flush=True)
-    GLib.MainLoop().run()
+    loop = GLib.MainLoop()
+    # the launcher holds our stdin: when it goes away (even killed), so do we — no orphaned servers
+    GLib.io_add_watch(GLib.IOChannel.unix_new(sys.stdin.fileno()), GLib.PRIORITY_DEFAULT,
+                      GLib.IOCondition.IN | GLib.IOCondition.HUP | GLib.IOCondition.ERR,
+                      lambda *_: loop.quit() or False)
+    loop.run()
 
 
 def main() -> None:
