@@ -374,3 +374,35 @@ def test_backoff_doubles_from_1_s_to_5_min_with_jitter() -> None:
         assert all(plain <= d <= plain * 1.25 for d in delays)
         assert len(delays) > 1  # jittered
     assert all(policy.delay(n) == 300.0 for n in (10, 11, 40, 1000))
+
+
+@pytest.mark.integration
+def test_kill_9_while_delivering_loses_nothing(tmp_path: Path, make_router: Any,
+                                               webhook_receiver: WebhookReceiver) -> None:
+    """Killed between a POST and its removal from the outbox: redelivered (at least once), never lost."""
+    webhook_receiver.default = Reply(200, delay_s=0.01)
+    state = tmp_path / "state"
+    script = CHILD.format(repo=str(REPO), state=str(state), url=webhook_receiver.url).replace(
+        "range(1000)", "range(300)")
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        assert child.stdout is not None
+        for line in child.stdout:
+            if line.strip() == "300":
+                break  # all committed
+        webhook_receiver.wait_for(100, timeout=60)
+        assert len(webhook_receiver.requests) < 300  # killed mid-delivery
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)
+    router = make_router(make_settings(state))
+    router.start()
+    wait_until(lambda: router.status().sink("webhook").backlog == 0, 60, "backlog drained")
+    first_seen: dict[str, int] = {}
+    for request in webhook_receiver.delivered():
+        validate_envelope(request.json)
+        first_seen.setdefault(request.json["message_id"], request.json["data"]["event_set"][0]["seq"])
+    assert list(first_seen.values()) == list(range(300))
