@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from agent.algorithms.event import Event
 from agent.outputs.envelope import build_envelope, encode_envelope, envelope_schema
-from tests.outputs.conftest import TASK_ID, make_event, validate_envelope
+from tests.outputs.support import TASK_ID, make_event, validate_envelope
 
 JPEG = b"\xff\xd8\xff\xe0fake-jpeg\xff\xd9"
 CROP = b"\xff\xd8crop\xff\xd9"

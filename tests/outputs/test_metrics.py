@@ -6,7 +6,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from agent.outputs.metrics import OutboxCollector
 from agent.outputs.router import ResultRouter
-from tests.outputs.conftest import TASK_ID, make_event, make_settings, webhook_output
+from tests.outputs.support import TASK_ID, make_event, make_settings, webhook_output
 
 
 def test_status_is_exported(tmp_path: Path) -> None:

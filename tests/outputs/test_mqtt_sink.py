@@ -8,7 +8,7 @@ import pytest
 
 from agent.outputs.mqtt_sink import MqttEventSink, events_client_id, events_topic
 from tests.fixtures.mosquitto import Broker
-from tests.outputs.conftest import make_settings
+from tests.outputs.support import make_settings
 
 
 def test_topic_and_client_id(tmp_path: Path) -> None:

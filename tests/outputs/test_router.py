@@ -21,7 +21,7 @@ from agent.tasks.errors import ApiError
 from agent.tasks.model import TaskOutput
 from tests.fixtures.mosquitto import Broker
 from tests.fixtures.webhook import Reply, WebhookReceiver
-from tests.outputs.conftest import TASK_ID, make_event, make_settings, validate_envelope, webhook_output
+from tests.outputs.support import TASK_ID, make_event, make_settings, validate_envelope, webhook_output
 
 FAST = RetryPolicy(base_s=0.05, max_s=0.5)
 REPO = Path(__file__).resolve().parents[2]
@@ -315,7 +315,7 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, {repo!r})
     from agent.outputs.router import ResultRouter, RetryPolicy
-    from tests.outputs.conftest import TASK_ID, make_event, make_settings, webhook_output
+    from tests.outputs.support import TASK_ID, make_event, make_settings, webhook_output
     router = ResultRouter(make_settings(Path({state!r})), retry=RetryPolicy(0.05, 0.2))
     router.start()  # the webhook is down: every attempt fails while we commit
     output = webhook_output({url!r}, ["image"])
