@@ -102,11 +102,11 @@ def force_decoder_threads(choice: str) -> None:
     original = pyav._switch
     swap = {DecodeMode.SAMPLED: DecodeMode.FULL} if choice == "auto" else {DecodeMode.FULL: DecodeMode.SAMPLED}
 
-    def switch(decoder: Any, old: DecodeMode | None, new: DecodeMode, stream_context: Any) -> Any:
+    def switch(decoder: Any, old: DecodeMode | None, new: DecodeMode, *args: Any, **kwargs: Any) -> Any:
         return original(decoder, swap.get(old, old) if old is not None else None, swap.get(new, new),
-                        stream_context)
+                        *args, **kwargs)
 
-    pyav._switch = switch
+    setattr(pyav, "_switch", switch)  # noqa: B010 - the reader looks the function up by this name
 
 
 def task_body(index: int, url: str, fps: float, webhook: str) -> tuple[str, dict[str, Any]]:
@@ -312,12 +312,14 @@ class StepResult:
     load_before: float
     load_after: float
     passed: bool
+    code: str = ""  # git HEAD when the step ran (+dirty: agent/ had uncommitted changes); others commit meanwhile
 
 
 def measure(fps: float, streams: int, clip: Path, receiver: WebhookProcess, *, warmup: float, window: float,
             servers: int, decoder_threads: str, quiet_pct: float = 100.0, quiet_wait: float = 0.0) -> StepResult:
     if quiet_pct < 100:
         wait_quiet(quiet_pct, quiet_wait)
+    code = code_version()
     farm = RtspFarm(clip, mounts=max(1, streams), processes=servers)
     farm.start()
     child: AgentChild | None = None
@@ -344,8 +346,18 @@ def measure(fps: float, streams: int, clip: Path, receiver: WebhookProcess, *, w
         if child is not None:
             child.stop()
         farm.stop()
-    return summarise(fps, streams, decoder_threads, first, last, cpu1 - cpu0, srv1 - srv0, rcv1 - rcv0,
-                     box0, box1, rss, load_before, load_after)
+    result = summarise(fps, streams, decoder_threads, first, last, cpu1 - cpu0, srv1 - srv0, rcv1 - rcv0,
+                       box0, box1, rss, load_before, load_after)
+    result.code = code
+    return result
+
+
+def code_version() -> str:
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "agent"], capture_output=True,
+                           text=True).stdout.strip()
+    return head + ("+dirty" if dirty else "")
 
 
 def summarise(fps: float, streams: int, decoder_threads: str, first: dict[str, Any], last: dict[str, Any],
