@@ -290,7 +290,12 @@ def test_every_record_is_written_or_counted_exactly_once(steps: list[tuple[float
         assert all(later - earlier >= 30.0 for earlier, later in itertools.pairwise(times))
 
 
-def test_per_request_http_logs_are_quiet_unless_debugging() -> None:
+def test_per_request_http_logs_are_quiet_unless_debugging(monkeypatch: pytest.MonkeyPatch) -> None:
+    # an in-process uvicorn started by an earlier test detaches its loggers from the root; start clean
+    for name in ("uvicorn", "uvicorn.access"):
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "propagate", True)
+        monkeypatch.setattr(logger, "handlers", [])
     out, _ = setup("json", level="INFO")
     logging.getLogger("httpx").info('HTTP Request: POST http://h/hook "HTTP/1.1 200 OK"')
     logging.getLogger("uvicorn.access").info("GET /healthz 200", extra={"color_message": "\x1b[1mGET\x1b[0m"})
