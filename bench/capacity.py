@@ -132,6 +132,9 @@ def snapshot(runtime: Any) -> dict[str, Any]:
             "latency_buckets": [[bound, count] for bound, count in status.latency_buckets],
             "latency_sum": status.latency_sum,
             "latency_count": status.latency_count,
+            "algorithm_buckets": [[bound, count] for bound, count in status.runner.latency_buckets],
+            "algorithm_sum": status.runner.latency_sum,
+            "algorithm_count": status.runner.latency_count,
             "inputs": [{"state": s.state.name, "fps_in": s.fps_in, "fps_out": s.fps_out,
                         "frames_decoded": s.frames_decoded, "frames_sampled": s.frames_sampled,
                         "dropped": s.dropped, "reconnects": s.reconnects, "keyframe_only": s.keyframe_only,
@@ -145,6 +148,8 @@ def run_agent(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
     force_decoder_threads(args.decoder_threads)
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
     from agent.runtime.app import AgentRuntime
     from agent.settings import AgentSettings
 
@@ -177,11 +182,12 @@ def run_agent(args: argparse.Namespace) -> None:
 
 
 class AgentChild:
-    def __init__(self, urls: list[str], fps: float, webhook: str, decoder_threads: str, log: Path) -> None:
+    def __init__(self, urls: list[str], fps: float, webhook: str, decoder_threads: str, log: Path,
+                 switch_interval: float = 0.0) -> None:
         self._log = log.open("wb")
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "_agent", "--urls", ",".join(urls), "--fps", str(fps),
-             "--webhook", webhook, "--decoder-threads", decoder_threads],
+             "--webhook", webhook, "--decoder-threads", decoder_threads, "--switch-interval", str(switch_interval)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
         )
         self._read(120.0)  # {"ready": true}
@@ -312,11 +318,15 @@ class StepResult:
     load_before: float
     load_after: float
     passed: bool
+    algorithm_p99_s: float = 0.0  # the algorithm call alone (AlgorithmRunner's histogram), wall time
+    algorithm_mean_s: float = 0.0
+    switch_interval: float = 0.0
     code: str = ""  # git HEAD when the step ran (+dirty: agent/ had uncommitted changes); others commit meanwhile
 
 
 def measure(fps: float, streams: int, clip: Path, receiver: WebhookProcess, *, warmup: float, window: float,
-            servers: int, decoder_threads: str, quiet_pct: float = 100.0, quiet_wait: float = 0.0) -> StepResult:
+            servers: int, decoder_threads: str, quiet_pct: float = 100.0, quiet_wait: float = 0.0,
+            switch_interval: float = 0.0) -> StepResult:
     if quiet_pct < 100:
         wait_quiet(quiet_pct, quiet_wait)
     code = code_version()
@@ -325,7 +335,7 @@ def measure(fps: float, streams: int, clip: Path, receiver: WebhookProcess, *, w
     child: AgentChild | None = None
     try:
         log = OUT / f"capacity-agent-{fps:g}fps-{streams}.log"
-        child = AgentChild(farm.urls()[:streams], fps, receiver.url, decoder_threads, log)
+        child = AgentChild(farm.urls()[:streams], fps, receiver.url, decoder_threads, log, switch_interval)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # every input RUNNING (or give up and measure what runs)
             states = [i["state"] for p in child.snap()["pipelines"] for i in p["inputs"]]
@@ -349,6 +359,7 @@ def measure(fps: float, streams: int, clip: Path, receiver: WebhookProcess, *, w
     result = summarise(fps, streams, decoder_threads, first, last, cpu1 - cpu0, srv1 - srv0, rcv1 - rcv0,
                        box0, box1, rss, load_before, load_after)
     result.code = code
+    result.switch_interval = switch_interval
     return result
 
 
@@ -370,6 +381,9 @@ def summarise(fps: float, streams: int, decoder_threads: str, first: dict[str, A
     buckets: dict[float, int] = {}
     latency_sum = 0.0
     latency_count = 0
+    algorithm: dict[float, int] = {}
+    algorithm_sum = 0.0
+    algorithm_count = 0
     running = keyframe_only = dropped = reconnects = events = 0
     fps_in: list[float] = []
     for pipeline in last["pipelines"]:
@@ -383,6 +397,11 @@ def summarise(fps: float, streams: int, decoder_threads: str, first: dict[str, A
         latency_sum += pipeline["latency_sum"] - (old["latency_sum"] if old else 0.0)
         latency_count += pipeline["latency_count"] - (old["latency_count"] if old else 0)
         events += pipeline["events"] - (old["events"] if old else 0)
+        old_algorithm = {b: c for b, c in old.get("algorithm_buckets", [])} if old else {}
+        for bound, count in pipeline.get("algorithm_buckets", []):
+            algorithm[bound] = algorithm.get(bound, 0) + count - old_algorithm.get(bound, 0)
+        algorithm_sum += pipeline.get("algorithm_sum", 0.0) - (old.get("algorithm_sum", 0.0) if old else 0.0)
+        algorithm_count += pipeline.get("algorithm_count", 0) - (old.get("algorithm_count", 0) if old else 0)
         for index, status in enumerate(pipeline["inputs"]):
             old_input = old["inputs"][index] if old else None
             running += status["state"] == "RUNNING"
@@ -413,6 +432,8 @@ def summarise(fps: float, streams: int, decoder_threads: str, first: dict[str, A
         receiver_cpu_pct=round(receiver_cpu / elapsed * 100.0, 1), box_busy_pct=round(box_busy, 1),
         others_pct=round(max(0.0, box_busy - ours), 1), load_before=load_before, load_after=load_after,
         passed=ratio >= MIN_RATIO and p99_ok and running == streams,
+        algorithm_p99_s=round(quantile(sorted(algorithm.items()), 0.99), 3) if algorithm else 0.0,
+        algorithm_mean_s=round(algorithm_sum / algorithm_count, 4) if algorithm_count else 0.0,
     )
 
 
@@ -427,8 +448,8 @@ def idle_rss(receiver: WebhookProcess) -> float:
 
 
 # --- the search and the report -------------------------------------------------------------------------
-HEADER = ("fps", "N", "threads", "processed/due", "worst", "p99 ms", "mean ms", "kf-only", "fps_in", "dropped",
-          "agent %cpu", "%cpu/stream", "RSS MiB", "MiB/stream", "servers %cpu", "others %", "load", "ok")
+HEADER = ("fps", "N", "threads", "processed/due", "worst", "p99 ms", "mean ms", "algo p99/mean ms", "kf-only",
+          "fps_in", "dropped", "agent %cpu", "%cpu/stream", "RSS MiB", "MiB/stream", "servers %cpu", "others %", "load", "ok")
 
 
 def row(result: StepResult, baseline_rss: float) -> tuple[str, ...]:
@@ -436,7 +457,9 @@ def row(result: StepResult, baseline_rss: float) -> tuple[str, ...]:
     p99 = f"{result.p99_s * 1000:.0f}" if result.p99_s < 5.0 else ">5000"
     return (f"{result.fps:g}", str(result.streams), result.decoder_threads,
             f"{result.processed}/{result.due} = {result.ratio:.3f}", f"{result.worst_stream_ratio:.2f}", p99,
-            f"{result.mean_latency_s * 1000:.0f}", f"{result.keyframe_only}/{result.streams}",
+            f"{result.mean_latency_s * 1000:.0f}",
+            f"{result.algorithm_p99_s * 1000:.0f}/{result.algorithm_mean_s * 1000:.0f}",
+            f"{result.keyframe_only}/{result.streams}",
             f"{result.fps_in_mean:.1f}", str(result.dropped), f"{result.agent_cpu_pct:.0f}",
             f"{result.agent_cpu_pct_per_stream:.1f}", f"{result.agent_rss_mib:.0f}", f"{per_stream_rss:.1f}",
             f"{result.servers_cpu_pct:.0f}", f"{result.others_pct:.0f}",
@@ -456,7 +479,8 @@ def search(fps: float, args: argparse.Namespace, clip: Path, receiver: WebhookPr
     def run(streams: int) -> bool:
         result = measure(fps, streams, clip, receiver, warmup=args.warmup, window=args.window,
                          servers=args.servers, decoder_threads=args.decoder_threads,
-                         quiet_pct=args.quiet_pct, quiet_wait=args.quiet_wait)
+                         quiet_pct=args.quiet_pct, quiet_wait=args.quiet_wait,
+                         switch_interval=args.switch_interval)
         results.append(result)
         print(" | ".join(row(result, baseline_rss)), flush=True)
         save(results, baseline_rss, args)
@@ -514,6 +538,7 @@ def main() -> None:
     child.add_argument("--fps", type=float, required=True)
     child.add_argument("--webhook", required=True)
     child.add_argument("--decoder-threads", choices=["default", "auto", "single"], default="default")
+    child.add_argument("--switch-interval", type=float, default=0.0)
     parser.add_argument("--fps", type=float, nargs="+", default=[1.0, 5.0], help="target fps per stream")
     parser.add_argument("--streams", type=int, nargs="+", help="measure exactly these stream counts")
     parser.add_argument("--start", type=int, default=16)
@@ -528,6 +553,8 @@ def main() -> None:
     parser.add_argument("--quiet-pct", type=float, default=100.0,
                         help="before each step wait until the box is busier than this %% of all cores no more")
     parser.add_argument("--quiet-wait", type=float, default=300.0, help="longest wait for a quiet box, seconds")
+    parser.add_argument("--switch-interval", type=float, default=0.0,
+                        help="bench-only: sys.setswitchinterval in the agent (0 = Python's default, 5 ms)")
     parser.add_argument("--json", default="capacity.json", help="results file under bench/out/")
     args = parser.parse_args()
     if args.command == "_agent":
