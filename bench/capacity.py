@@ -449,7 +449,8 @@ def idle_rss(receiver: WebhookProcess) -> float:
 
 # --- the search and the report -------------------------------------------------------------------------
 HEADER = ("fps", "N", "threads", "processed/due", "worst", "p99 ms", "mean ms", "algo p99/mean ms", "kf-only",
-          "fps_in", "dropped", "agent %cpu", "%cpu/stream", "RSS MiB", "MiB/stream", "servers %cpu", "others %", "load", "ok")
+          "fps_in", "dropped", "agent %cpu", "%cpu/stream", "RSS MiB", "MiB/stream", "servers %cpu", "others %",
+          "load", "ok")
 
 
 def row(result: StepResult, baseline_rss: float) -> tuple[str, ...]:
