@@ -83,7 +83,7 @@ def _table(model: type[BaseModel], prefix: str) -> list[str]:
             continue
         description = (info.description or "").replace("|", "\\|")
         rows.append(f"| `{key}` | {_type_name(info).replace('|', 'or')} | {_default(info)} | {description} |")
-    lines = rows + [""]
+    lines = [*rows, ""]
     for key, section, info in nested:
         is_list = "list" in str(info.annotation)
         title = f"[[{key}]]" if is_list else f"[{key}]"

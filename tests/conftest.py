@@ -3,7 +3,6 @@
 from pathlib import Path
 
 # ports first: the other fixture modules import it, and a plugin must be registered before its import
-pytest_plugins = ["tests.fixtures.ports"] + sorted(
-    f"tests.fixtures.{path.stem}" for path in (Path(__file__).parent / "fixtures").glob("*.py")
-    if path.stem not in ("__init__", "ports")
-)
+_FIXTURES = sorted(path.stem for path in (Path(__file__).parent / "fixtures").glob("*.py"))
+pytest_plugins = ["tests.fixtures.ports", *(f"tests.fixtures.{name}" for name in _FIXTURES
+                                            if name not in ("__init__", "ports"))]

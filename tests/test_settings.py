@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from pydantic import BaseModel, ValidationError
 
 from agent.api_token import api_token

@@ -27,18 +27,10 @@ from agent.tasks.service import TaskService
 from agent.tasks.store import TaskStore
 from tests.fixtures.mosquitto import Broker
 from tests.tasks.examples import DOC_URL, body
+from tests.waiting import wait_until
 
 WAIT_S = 15.0  # generous: a loaded 2-core box
 
-
-def wait_until(check: Callable[[], Any], timeout: float = WAIT_S, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 class Peer:

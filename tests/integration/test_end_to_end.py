@@ -19,20 +19,12 @@ from tests.fixtures.mosquitto import Broker
 from tests.fixtures.rtsp import RtspServer
 from tests.fixtures.webhook import WebhookReceiver
 from tests.runtime.scenes import intrusion_clip, intrusion_task
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 WAIT_S = 60.0  # a loaded 2-core box: generous, never a timing assertion
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float = WAIT_S, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture

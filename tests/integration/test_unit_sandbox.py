@@ -305,15 +305,6 @@ def notify_socket() -> Iterator[NotifySocket]:
     sock.close()
 
 
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
 
 def test_agent_runs_in_the_unit_sandbox_and_speaks_sd_notify(
         spec_file: Path, tmp_path: Path, notify_socket: NotifySocket, webhook_receiver: WebhookReceiver,

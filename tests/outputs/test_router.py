@@ -22,17 +22,11 @@ from agent.tasks.model import TaskOutput
 from tests.fixtures.mosquitto import Broker
 from tests.fixtures.webhook import Reply, WebhookReceiver
 from tests.outputs.support import TASK_ID, make_event, make_settings, validate_envelope, webhook_output
+from tests.waiting import wait_until
 
 FAST = RetryPolicy(base_s=0.05, max_s=0.5)
 REPO = Path(__file__).resolve().parents[2]
 
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(what)
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ real webhook receiver, a dead webhook port, and the real broker for the MQTT gau
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from tests.fixtures.mosquitto import Broker
 from tests.fixtures.ports import free_port
 from tests.fixtures.webhook import WebhookReceiver
 from tests.runtime.scenes import intrusion_clip, intrusion_task
+from tests.waiting import wait_until
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -37,15 +38,6 @@ def scrape(runtime: AgentRuntime) -> tuple[Samples, str]:
 def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 40.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

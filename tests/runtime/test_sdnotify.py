@@ -8,12 +8,13 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.runtime import sdnotify
+from tests.waiting import wait_until
 
 
 class FakeSystemd:
@@ -128,13 +129,6 @@ def test_watchdog_interval_from_environment(
     assert sdnotify.watchdog_interval() == expected
 
 
-def _wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        time.sleep(0.01)
-
 
 def test_watchdog_pings_only_while_healthy(systemd_socket: FakeSystemd) -> None:
     healthy = threading.Event()
@@ -149,10 +143,10 @@ def test_watchdog_pings_only_while_healthy(systemd_socket: FakeSystemd) -> None:
         healthy.clear()
         # Once a period has been judged unhealthy, any ping in flight has already been sent.
         missed_before = dog.missed
-        _wait_until(lambda: dog.missed > missed_before)
+        wait_until(lambda: dog.missed > missed_before)
         systemd_socket.drain()
         pings_while_sick = dog.pings
-        _wait_until(lambda: dog.missed >= missed_before + 5)
+        wait_until(lambda: dog.missed >= missed_before + 5)
         assert systemd_socket.drain() == []
         assert dog.pings == pings_while_sick
 
@@ -171,7 +165,7 @@ def test_health_check_that_raises_counts_as_unhealthy(systemd_socket: FakeSystem
     dog = sdnotify.Watchdog(0.1, broken)
     dog.start()
     try:
-        _wait_until(lambda: dog.missed >= 3)
+        wait_until(lambda: dog.missed >= 3)
     finally:
         dog.stop()
         assert dog.join(5.0)

@@ -3,7 +3,6 @@ real webhook receiver; schedules followed with an injected clock."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +16,7 @@ from agent.tasks.model import TaskState
 from tests.fixtures.ports import free_port
 from tests.fixtures.webhook import WebhookReceiver
 from tests.runtime.scenes import intrusion_clip, intrusion_task
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,15 +28,6 @@ class Clock:
     def __call__(self) -> datetime:
         return self.now
 
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -112,7 +103,8 @@ def test_schedule_starts_and_stops_on_time_with_injected_clock(
     runtime = make_runtime(tmp_path, media, clock=clock)
     runtimes.append(runtime)
     runtime.start()
-    raw = intrusion_task(str(media / "walk.mp4"), webhook_receiver.url)
+    # an input that never ends (nor connects): a file could finish, and SUCCEED, inside the window
+    raw = intrusion_task("rtsp://127.0.0.1:9/none", webhook_receiver.url)
     raw["schedule"] = {"type": "weekly", "timezone": "+08:00", "days_of_week": [1],
                        "periods": [[{"begin_at": "12:01:00", "end_at": "12:02:00"}]]}
     task_id = runtime.service.create("p", "intrusion-detection", raw)

@@ -20,6 +20,7 @@ from agent.sources.stream import Backoff, StreamState, VideoStream, open_stream
 from agent.sources.target import StreamTarget
 from tests.fixtures.ports import free_port
 from tests.fixtures.rtsp import RtspServer, RtspServerFactory, SilentRtspServer
+from tests.waiting import wait_until
 
 FAST = StreamSettings(open_timeout_s=2.0, read_timeout_s=2.0, stall_timeout_s=2.0)
 QUICK_BACKOFF = Backoff(initial=0.2, maximum=1.0)
@@ -28,14 +29,6 @@ QUICK_BACKOFF = Backoff(initial=0.2, maximum=1.0)
 def target(url: str, **kwargs: object) -> Callable[[], StreamTarget]:
     return lambda: StreamTarget(url, "cam-1", **kwargs)  # type: ignore[arg-type]
 
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"not within {timeout} s: {what}")
 
 
 def collect(stream: VideoStream, count: int, timeout: float) -> list[Frame]:
@@ -142,9 +135,9 @@ def test_a_picture_split_over_packets_is_decoded_whole(rtsp_server: RtspServerFa
 def test_raising_the_rate_turns_keyframe_only_off(rtsp_server: RtspServerFactory) -> None:
     server = rtsp_server(gop=10)  # 0.4 s GOP: keyframe-only is measured quickly
     with running(VideoStream(0, target(server.url), FAST, 1.0)) as stream:
-        wait_for(lambda: stream.status().keyframe_only, 10, "keyframe-only on")
+        wait_until(lambda: stream.status().keyframe_only, 10, "keyframe-only on")
         stream.set_target_fps(5.0)
-        wait_for(lambda: not stream.status().keyframe_only, 10, "keyframe-only off")
+        wait_until(lambda: not stream.status().keyframe_only, 10, "keyframe-only off")
         stream.take()
         frames = collect(stream, 6, timeout=10)
     assert statistics.median(gaps(frames)) == pytest.approx(0.2, abs=0.05)
@@ -161,11 +154,11 @@ def test_killed_server_reconnects_on_the_same_object_when_it_returns(rtsp_server
     with running(VideoStream(0, resolve, FAST, 5.0, backoff=QUICK_BACKOFF)) as stream:
         assert collect(stream, 2, timeout=10)
         server.stop()
-        wait_for(lambda: state_of(stream) is StreamState.RECONNECTING, 10, "RECONNECTING after the kill")
+        wait_until(lambda: state_of(stream) is StreamState.RECONNECTING, 10, "RECONNECTING after the kill")
         time.sleep(1.5)  # a few failed attempts while the server is down
         assert state_of(stream) is StreamState.RECONNECTING
         server.start()
-        wait_for(lambda: state_of(stream) is StreamState.RUNNING, 15, "RUNNING after the restart")
+        wait_until(lambda: state_of(stream) is StreamState.RUNNING, 15, "RUNNING after the restart")
         stream.take()
         frames = collect(stream, 3, timeout=10)
         status = stream.status()
@@ -181,12 +174,12 @@ def test_paused_server_is_detected_as_stalled_and_recovers(rtsp_server: RtspServ
         assert collect(stream, 2, timeout=10)
         server.pause()
         try:
-            wait_for(lambda: stream.status().stalls >= 1, 10, "a stall")
+            wait_until(lambda: stream.status().stalls >= 1, 10, "a stall")
             assert state_of(stream) in (StreamState.STALLED, StreamState.RECONNECTING)
             assert "stalled" in (stream.status().last_error or "")
         finally:
             server.resume()
-        wait_for(lambda: state_of(stream) is StreamState.RUNNING, 20, "RUNNING after resume")
+        wait_until(lambda: state_of(stream) is StreamState.RUNNING, 20, "RUNNING after resume")
         stream.take()
         assert collect(stream, 2, timeout=10)
 
@@ -216,11 +209,11 @@ def test_credentials_never_reach_logs_or_status(
                              backoff=QUICK_BACKOFF)) as stream:
         assert collect(stream, 2, timeout=10)
         server.stop()  # the failure path logs errors that may quote the URL
-        wait_for(lambda: stream.status().last_error is not None, 10, "an error")
+        wait_until(lambda: stream.status().last_error is not None, 10, "an error")
         seen_errors.append(str(stream.status()))
     refused = f"rtsp://admin:{password}@127.0.0.1:{free_port()}/nothing"
     with running(VideoStream(1, target(refused), FAST, 5.0, backoff=QUICK_BACKOFF)) as stream:
-        wait_for(lambda: stream.status().last_error is not None, 10, "connection refused")
+        wait_until(lambda: stream.status().last_error is not None, 10, "connection refused")
         seen_errors.append(str(stream.status()))
     assert caplog.records
     assert all(password not in text for text in seen_errors)
@@ -266,7 +259,7 @@ def test_file_as_fast_as_possible_is_lossless_and_ends(codec: str, make_clip: Ca
     stream = VideoStream(0, target(str(clip), is_file=True), FAST, 0, realtime_files=False)
     with running(stream):
         frames = collect(stream, 50, timeout=20)
-        wait_for(lambda: state_of(stream) is StreamState.ENDED, 10, "ENDED")
+        wait_until(lambda: state_of(stream) is StreamState.ENDED, 10, "ENDED")
         assert stream.take() is None
         status = stream.status()
     assert [f.info.pts for f in frames] == sorted(f.info.pts for f in frames)  # type: ignore[type-var]
@@ -280,7 +273,7 @@ def test_file_plays_at_its_native_rate_and_ends(make_clip: Callable[..., Path]) 
     started = time.monotonic()
     with running(open_stream(0, target(str(clip)), FAST, 5.0)) as stream:  # a path without scheme is a file
         frames = collect(stream, 10, timeout=15)
-        wait_for(lambda: state_of(stream) is StreamState.ENDED, 15, "ENDED")
+        wait_until(lambda: state_of(stream) is StreamState.ENDED, 15, "ENDED")
         elapsed = time.monotonic() - started
     assert elapsed >= 1.5  # 2 s of video at native rate; generous upper bounds above
     assert len(frames) == 10
@@ -297,7 +290,7 @@ def test_corrupt_file_is_decoded_past_the_damage_and_ends(make_clip: Callable[..
     stream = VideoStream(0, target(str(damaged), is_file=True), FAST, 0, realtime_files=False)
     with running(stream):
         frames = collect(stream, 50, timeout=15)
-        wait_for(lambda: state_of(stream) is StreamState.ENDED, 10, "ENDED")
+        wait_until(lambda: state_of(stream) is StreamState.ENDED, 10, "ENDED")
         status = stream.status()
     # damaged pictures are dropped (and counted) up to the next keyframe, never fatal
     assert status.decode_errors >= 1
@@ -309,7 +302,7 @@ def test_corrupt_file_is_decoded_past_the_damage_and_ends(make_clip: Callable[..
 def test_missing_file_retries_with_a_masked_error(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.mp4"
     with running(VideoStream(0, target(str(missing), is_file=True), FAST, 1.0, backoff=QUICK_BACKOFF)) as stream:
-        wait_for(lambda: stream.status().reconnects >= 2, 10, "retries")
+        wait_until(lambda: stream.status().reconnects >= 2, 10, "retries")
         status = stream.status()
     assert status.state is StreamState.RECONNECTING
     assert "No such file" in (status.last_error or "")
@@ -321,7 +314,7 @@ def test_rtsp_file_source_is_live_and_its_end_is_a_disconnect(
     server = rtsp_server(file=make_clip(codec="h265", seconds=2.0), codec="h265")
     with running(VideoStream(0, target(server.url), FAST, 5.0, backoff=QUICK_BACKOFF)) as stream:
         frames = collect(stream, 3, timeout=10)
-        wait_for(lambda: stream.status().reconnects >= 1, 15, "a reconnect after the server's file ended")
+        wait_until(lambda: stream.status().reconnects >= 1, 15, "a reconnect after the server's file ended")
     assert len(frames) == 3 and frames[0].width == 320
 
 
@@ -337,11 +330,11 @@ def test_resolver_failures_are_retried_and_masked(make_clip: Callable[..., Path]
         return StreamTarget(str(clip), "cam-1", is_file=True)
 
     with running(VideoStream(0, resolve, FAST, 0, realtime_files=False, backoff=QUICK_BACKOFF)) as stream:
-        wait_for(lambda: stream.status().last_error is not None, 5, "a resolve error")
+        wait_until(lambda: stream.status().last_error is not None, 5, "a resolve error")
         error = stream.status().last_error or ""
         assert "hunter22" not in error and "resolve failed" in error
         assert len(collect(stream, 50, timeout=15)) == 50
-        wait_for(lambda: state_of(stream) is StreamState.ENDED, 10, "ENDED")
+        wait_until(lambda: state_of(stream) is StreamState.ENDED, 10, "ENDED")
 
 
 def test_request_reconnect_resolves_again_without_backoff(rtsp_h264: RtspServer) -> None:
@@ -354,7 +347,7 @@ def test_request_reconnect_resolves_again_without_backoff(rtsp_h264: RtspServer)
         assert collect(stream, 1, timeout=10)
         urls.append(rtsp_h264.url + "?moved=1")
         stream.request_reconnect("camera URL changed")
-        wait_for(lambda: stream.status().url == urls[-1], 10, "the new URL")
+        wait_until(lambda: stream.status().url == urls[-1], 10, "the new URL")
         stream.take()
         assert collect(stream, 2, timeout=10)
         assert stream.status().reconnects == 1
@@ -362,7 +355,7 @@ def test_request_reconnect_resolves_again_without_backoff(rtsp_h264: RtspServer)
 
 def test_a_slow_consumer_drops_frames_and_gets_the_newest(rtsp_h264: RtspServer) -> None:
     with running(VideoStream(0, target(rtsp_h264.url), FAST, 0)) as stream:
-        wait_for(lambda: stream.status().frames_sampled >= 30, 15, "30 frames")
+        wait_until(lambda: stream.status().frames_sampled >= 30, 15, "30 frames")
         newest = stream.take()
         status = stream.status()
     assert newest is not None

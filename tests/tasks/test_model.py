@@ -129,7 +129,8 @@ def test_per_type_mandatory_fields(input_spec: dict[str, Any], path: str) -> Non
 @pytest.mark.parametrize("input_spec", [VCN_INPUT, RESTFUL_INPUT,
                                         {"type": "edgecamera", "data": [{"id": "cam-7", "index": 0}]},
                                         {"type": "video_source", "data": [{"video_source_id": "lobby"}]},
-                                        {"type": "url", "data": [{"url": "rtsp://h/x", "index": i} for i in range(50)]}])
+                                        {"type": "url",
+                                         "data": [{"url": "rtsp://h/x", "index": i} for i in range(50)]}])
 def test_every_edge_input_type_is_accepted(input_spec: dict[str, Any]) -> None:
     raw = body(DOC_URL)
     raw["input"] = input_spec
