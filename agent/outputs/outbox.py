@@ -5,7 +5,7 @@ within a sink, a task's rows form a *lane* delivered in id order (the head is re
 or dead-lettered). Rows are deleted when delivered; a permanent failure moves the row to ``dead_letter``.
 At the size cap the oldest undelivered rows are dropped and counted — never the process memory.
 
-WAL mode; ``synchronous`` is NORMAL or FULL (see docs/benchmarks-outbox.md for the measured cost). Both
+WAL mode; ``synchronous`` is NORMAL or FULL (see docs/benchmarks.md, "Outbox throughput" for the measured cost). Both
 survive ``kill -9`` (a committed transaction is in the WAL file). FULL syncs every commit, so it survives a
 power cut too; NORMAL syncs at most once a second (a WAL checkpoint), so a power cut may lose the events of
 that last second, never corrupt the file.
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 # With synchronous=NORMAL a commit reaches the WAL file but not the disk; a checkpoint syncs the WAL first.
 # Checkpointing at most this often bounds what a power cut can take to the last second of events while
-# commits stay cheap (measured in docs/benchmarks-outbox.md).
+# commits stay cheap (measured in docs/benchmarks.md, "Outbox throughput").
 SYNC_INTERVAL_S = 1.0
 # Bytes charged per row on top of payload and destination: the rowid, indexes and page slack, so that the
 # cap tracks the file size closely enough with many small events.

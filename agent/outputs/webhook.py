@@ -63,7 +63,7 @@ class WebhookClient:
     """Keep-alive connection pool (one per origin) shared by every webhook of the delivery thread.
 
     It drives httpx's transport directly: the Client layer on top adds cookie, redirect and auth handling
-    that a webhook must not have, and costs about a third of the throughput (docs/benchmarks-outbox.md).
+    that a webhook must not have, and costs about a third of the throughput (docs/benchmarks.md, "Outbox throughput").
     """
 
     def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, verify: bool | str = True) -> None:
