@@ -36,11 +36,12 @@ class AgentRuntime:
         secrets.add(token)
         self.store = TaskStore(settings.state_dir)
         self.resolvers = ResolverSet(settings)
-        self.service = TaskService(self.store, checks=static_checks(settings, self.resolvers),
+        checks = static_checks(settings, self.resolvers)
+        self.service = TaskService(self.store, checks=checks,
                                    max_tasks=settings.limits.max_tasks, max_inputs=settings.limits.max_inputs)
         self.router = ResultRouter(settings)
-        self.supervisor = Supervisor(settings, self.service, self.resolvers, self.router, clock=clock,
-                                     realtime_files=realtime_files)
+        self.supervisor = Supervisor(settings, self.service, self.resolvers, self.router, checks=checks,
+                                     clock=clock, realtime_files=realtime_files)
         self.metrics = MetricsEndpoint(MetricSources(
             node_id=settings.node_id, started_at=self.started_at, healthy=self.healthy,
             pipelines=self.supervisor.pipelines, router=self.router.status,

@@ -10,7 +10,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +19,10 @@ from agent.redact import mask_text
 from agent.runtime.pipeline import Pipeline, PipelineStatus, StartFailed, input_summary
 from agent.settings import AgentSettings
 from agent.sources.resolvers.registry import ResolverSet
+from agent.tasks.errors import ApiError
 from agent.tasks.model import TaskSpec, TaskState
 from agent.tasks.schedule import schedule_status
-from agent.tasks.service import TaskChange, TaskService
+from agent.tasks.service import SpecCheck, TaskChange, TaskService
 from agent.tasks.store import Desired, TaskError, TaskRecord
 
 log = logging.getLogger(__name__)
@@ -37,9 +38,10 @@ def utc_now() -> datetime:
 
 class Supervisor:
     def __init__(self, settings: AgentSettings, service: TaskService, resolvers: ResolverSet,
-                 router: ResultRouter, *, clock: Callable[[], datetime] = utc_now,
-                 realtime_files: bool = True) -> None:
+                 router: ResultRouter, *, checks: Sequence[SpecCheck] = (),
+                 clock: Callable[[], datetime] = utc_now, realtime_files: bool = True) -> None:
         self._settings = settings
+        self._checks = list(checks)
         self._service = service
         self._resolvers = resolvers
         self._router = router
@@ -208,20 +210,32 @@ class Supervisor:
     def _launch(self, record: TaskRecord, sched: dict[str, Any] | None) -> None:
         self._service.report(record.id, state=TaskState.STARTING, status="starting", error=None,
                              schedule_status=sched if sched is not None else "keep")
+        try:
+            # what was valid at create time may not be now: the agent's config changed, a file went away
+            for check in self._checks:
+                check(record.spec, record.service_name)
+        except ApiError as exc:
+            reason = f"{exc.params[0] + ': ' if exc.params else ''}{exc.reason}"
+            self._start_failed(record.id, f"cannot start {record.service_name} {record.spec.service_version}: "
+                                          f"{reason}. {exc.advice}".strip())
+            return
         owner: list[Pipeline] = []
         try:
             pipeline = Pipeline(record, self._settings.stream, self._resolvers, self._router,
                                 self._reporter(record.id, owner), realtime_files=self._realtime_files)
         except StartFailed as exc:
-            log.error("task %s cannot start: %s", record.id, exc)
-            self._service.report(record.id, state=TaskState.START_FAILED, status=str(exc),
-                                 error=TaskError("VIAS.00010004", str(exc)))
+            self._start_failed(record.id, str(exc))
             return
         owner.append(pipeline)
         with self._lock:
             self._pipelines[record.id] = (pipeline, record.spec)
         pipeline.start()
         log.info("task %s started with %d input(s)", record.id, len(record.spec.input.data))
+
+    def _start_failed(self, task_id: str, reason: str) -> None:
+        log.error("task %s cannot start: %s", task_id, reason)
+        self._service.report(task_id, state=TaskState.START_FAILED, status=reason,
+                             error=TaskError("VIAS.00010004", reason))
 
     def _retire(self, task_id: str) -> None:
         with self._report_lock, self._lock:

@@ -177,3 +177,21 @@ def test_a_task_whose_algorithm_vanished_is_start_failed(tmp_path: Path, media: 
     assert record.error is not None and "uninstalled-plugin" in record.error.message
     assert runtime.supervisor.pipelines() == []
     assert runtime.supervisor.healthy()
+
+
+def test_a_task_the_config_no_longer_allows_is_start_failed_with_the_field(
+        tmp_path: Path, media: Path, webhook_receiver: WebhookReceiver, runtimes: list[AgentRuntime]) -> None:
+    runtime = make_runtime(tmp_path, media)
+    task_id = runtime.service.create("p", "intrusion-detection",
+                                     intrusion_task(str(media / "walk.mp4"), webhook_receiver.url))
+    runtime.service.stop("p", task_id)
+    runtime.store.close()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    runtime = make_runtime(tmp_path, elsewhere)  # the media root moved: the file is not playable any more
+    runtimes.append(runtime)
+    runtime.start()
+    runtime.service.start("p", task_id)
+    record = wait_until(lambda: (r := runtime.service.get("p", task_id)).state is TaskState.START_FAILED and r,
+                        what="START_FAILED")
+    assert record.error is not None and "input.data[0].url" in record.error.message
