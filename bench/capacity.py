@@ -321,45 +321,60 @@ class StepResult:
     algorithm_p99_s: float = 0.0  # the algorithm call alone (AlgorithmRunner's histogram), wall time
     algorithm_mean_s: float = 0.0
     switch_interval: float = 0.0
+    agents: int = 1  # agent processes the cameras were dealt over
+    at: str = ""  # UTC time at the end of the step
     code: str = ""  # git HEAD when the step ran (+dirty: agent/ had uncommitted changes); others commit meanwhile
 
 
 def measure(fps: float, streams: int, clip: Path, receiver: WebhookProcess, *, warmup: float, window: float,
             servers: int, decoder_threads: str, quiet_pct: float = 100.0, quiet_wait: float = 0.0,
-            switch_interval: float = 0.0) -> StepResult:
+            switch_interval: float = 0.0, agents: int = 1) -> StepResult:
+    """One step; with ``agents`` > 1 the cameras are dealt over that many agent processes (a GIL experiment)."""
     if quiet_pct < 100:
         wait_quiet(quiet_pct, quiet_wait)
     code = code_version()
     farm = RtspFarm(clip, mounts=max(1, streams), processes=servers)
     farm.start()
-    child: AgentChild | None = None
+    children: list[AgentChild] = []
+    urls = farm.urls()[:streams]
+
+    def snap_all() -> dict[str, Any]:
+        snaps = [child.snap() for child in children]
+        return {"t": snaps[0]["t"], "pipelines": [p for snap in snaps for p in snap["pipelines"]]}
+
+    def agent_cpu() -> float:
+        return sum(proc_cpu_seconds(child.process.pid) for child in children)
+
     try:
-        log = OUT / f"capacity-agent-{fps:g}fps-{streams}.log"
-        child = AgentChild(farm.urls()[:streams], fps, receiver.url, decoder_threads, log, switch_interval)
+        for number in range(agents):
+            log = OUT / f"capacity-agent-{fps:g}fps-{streams}-{number}.log"
+            children.append(AgentChild(urls[number::agents], fps, receiver.url, decoder_threads, log,
+                                       switch_interval))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # every input RUNNING (or give up and measure what runs)
-            states = [i["state"] for p in child.snap()["pipelines"] for i in p["inputs"]]
+            states = [i["state"] for p in snap_all()["pipelines"] for i in p["inputs"]]
             if len(states) == streams and all(s == "RUNNING" for s in states):
                 break
             time.sleep(1)
         time.sleep(warmup)
         load_before = loadavg()
-        pid = child.process.pid
-        first, cpu0, srv0, rcv0, box0 = (child.snap(), proc_cpu_seconds(pid), farm.cpu_seconds(),
+        first, cpu0, srv0, rcv0, box0 = (snap_all(), agent_cpu(), farm.cpu_seconds(),
                                          proc_cpu_seconds(receiver.process.pid), box_jiffies())
         time.sleep(window)
-        last, cpu1, srv1, rcv1, box1 = (child.snap(), proc_cpu_seconds(pid), farm.cpu_seconds(),
+        last, cpu1, srv1, rcv1, box1 = (snap_all(), agent_cpu(), farm.cpu_seconds(),
                                         proc_cpu_seconds(receiver.process.pid), box_jiffies())
-        rss = proc_rss_bytes(pid)
+        rss = sum(proc_rss_bytes(child.process.pid) for child in children)
         load_after = loadavg()
     finally:
-        if child is not None:
+        for child in children:
             child.stop()
         farm.stop()
     result = summarise(fps, streams, decoder_threads, first, last, cpu1 - cpu0, srv1 - srv0, rcv1 - rcv0,
                        box0, box1, rss, load_before, load_after)
     result.code = code
     result.switch_interval = switch_interval
+    result.agents = agents
+    result.at = time.strftime("%H:%M", time.gmtime())
     return result
 
 
@@ -481,7 +496,7 @@ def search(fps: float, args: argparse.Namespace, clip: Path, receiver: WebhookPr
         result = measure(fps, streams, clip, receiver, warmup=args.warmup, window=args.window,
                          servers=args.servers, decoder_threads=args.decoder_threads,
                          quiet_pct=args.quiet_pct, quiet_wait=args.quiet_wait,
-                         switch_interval=args.switch_interval)
+                         switch_interval=args.switch_interval, agents=args.agents)
         results.append(result)
         print(" | ".join(row(result, baseline_rss)), flush=True)
         save(results, baseline_rss, args)
@@ -556,6 +571,8 @@ def main() -> None:
     parser.add_argument("--quiet-wait", type=float, default=300.0, help="longest wait for a quiet box, seconds")
     parser.add_argument("--switch-interval", type=float, default=0.0,
                         help="bench-only: sys.setswitchinterval in the agent (0 = Python's default, 5 ms)")
+    parser.add_argument("--agents", type=int, default=1,
+                        help="deal the cameras over this many agent processes (GIL experiment; RSS sums them)")
     parser.add_argument("--json", default="capacity.json", help="results file under bench/out/")
     args = parser.parse_args()
     if args.command == "_agent":
