@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.control.test_mqtt import WAIT_S, Peer, create_request, retained, rid, wait_until
+from tests.control.test_mqtt import WAIT_S, Peer, create_request, retained, rid
 from tests.fixtures.mosquitto import Broker
 from tests.fixtures.ports import free_port, wait_for_port
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ from agent.sources.opencv import read_opencv
 from agent.sources.stream import Backoff, StreamState, VideoStream, open_stream
 from agent.sources.target import StreamTarget
 from tests.fixtures.rtsp import RtspServer, RtspServerFactory
-from tests.sources.test_stream import FAST, collect, gaps, running, wait_for
+from tests.sources.test_stream import FAST, collect, gaps, running
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ def test_file_is_lossless_and_ends(make_clip: Callable[..., Path]) -> None:
     stream = VideoStream(0, resolve, FAST, 0, backend="opencv", realtime_files=False)
     with running(stream):
         frames = collect(stream, 50, timeout=20)
-        wait_for(lambda: stream.status().state is StreamState.ENDED, 10, "ENDED")
+        wait_until(lambda: stream.status().state is StreamState.ENDED, 10, "ENDED")
     assert len(frames) == 50
     assert gaps(frames) == pytest.approx([0.04] * 49, abs=0.005)
 
@@ -57,8 +58,8 @@ def test_killed_server_reconnects(rtsp_server: RtspServerFactory) -> None:
     with running(stream):
         assert collect(stream, 2, timeout=10)
         server.stop()
-        wait_for(lambda: stream.status().state is StreamState.RECONNECTING, 15, "RECONNECTING")
+        wait_until(lambda: stream.status().state is StreamState.RECONNECTING, 15, "RECONNECTING")
         server.start()
-        wait_for(lambda: stream.status().state is StreamState.RUNNING, 20, "RUNNING again")
+        wait_until(lambda: stream.status().state is StreamState.RUNNING, 20, "RUNNING again")
         stream.take()
         assert collect(stream, 2, timeout=10)
