@@ -16,12 +16,19 @@ Every step is a fresh world:
 - the task creations are spread over one GOP so that the cameras' keyframes are not all in phase.
 
 After all inputs run, a warm-up, then a measurement window between two snapshots. A step passes when
-the sampled frames processed are >= 99% of those due (window x fps x N) and the p99 of the
-pipelines' capture -> commit latency histogram (delta over the window) is < 500 ms.
+the sampled frames processed are >= 99% of those due (window x fps x N), the p99 of the pipelines'
+capture -> commit latency histogram (delta over the window) is < 500 ms and every input is RUNNING.
+
+Experiments (bench-only, nothing in agent/ changes): ``--decoder-threads auto|single`` forces frame
+threading on or off for full decode; ``--agents K`` deals the cameras over K agent processes (the
+process model vs the GIL); ``--switch-interval`` sets ``sys.setswitchinterval`` in the agent.
+Other people's jobs share the box: ``--quiet-pct`` waits for a calmer box before each step, and every
+step records the CPU the others used. Figures and conclusions: docs/benchmarks-capacity.md.
 
     .venv/bin/python bench/capacity.py --fps 1 --start 16 --step 16
     .venv/bin/python bench/capacity.py --fps 5 --start 8 --step 4 --decoder-threads auto
     .venv/bin/python bench/capacity.py --fps 5 --streams 20        # one point only
+    .venv/bin/python bench/capacity.py --fps 1 --streams 64 --agents 2
 """
 
 from __future__ import annotations
