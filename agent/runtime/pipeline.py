@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 DOWN_STATES = frozenset({StreamState.RECONNECTING, StreamState.STALLED})
 REPORT_INTERVAL_S = 5.0
+INPUT_CHECK_INTERVAL_S = 0.5
 # per analysed frame, capture → analysed and its events committed (seconds); /metrics and the capacity bench
 LATENCY_BUCKETS: tuple[float, ...] = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -137,7 +138,7 @@ class Pipeline:
 
     # the worker ------------------------------------------------------------------------------------
     def _work(self) -> None:
-        next_report = time.monotonic()
+        next_report = next_check = time.monotonic()
         while not self._stop.is_set():
             self._wakeup.wait(0.5)
             self._wakeup.clear()
@@ -150,7 +151,9 @@ class Pipeline:
             events: list[Event] = []
             if frames:
                 events += self._runner.process(frames)
-            events += self._input_transitions()
+            if time.monotonic() >= next_check:  # input up/down is news at human scale, not per frame
+                next_check = time.monotonic() + INPUT_CHECK_INTERVAL_S
+                events += self._input_transitions()
             if events:
                 self._commit(events)
             if frames:
