@@ -23,7 +23,7 @@ Experiments (bench-only, nothing in agent/ changes): ``--decoder-threads auto|si
 threading on or off for full decode; ``--agents K`` deals the cameras over K agent processes (the
 process model vs the GIL); ``--switch-interval`` sets ``sys.setswitchinterval`` in the agent.
 Other people's jobs share the box: ``--quiet-pct`` waits for a calmer box before each step, and every
-step records the CPU the others used. Figures and conclusions: docs/benchmarks-capacity.md.
+step records the CPU the others used. Figures and conclusions: docs/benchmarks.md, "Capacity: cameras per box".
 
     .venv/bin/python bench/capacity.py --fps 1 --start 16 --step 16
     .venv/bin/python bench/capacity.py --fps 5 --start 8 --step 4 --decoder-threads auto
