@@ -20,7 +20,7 @@ from agent.outputs.router import ResultRouter
 from agent.redact import mask_text
 from agent.settings import StreamSettings
 from agent.sources.resolvers.registry import ResolverSet, source_id_of
-from agent.sources.stream import StreamState, StreamStatus, VideoStream, open_stream
+from agent.sources.stream import StreamState, StreamStatus, VideoStream
 from agent.tasks.model import TaskState
 from agent.tasks.store import TaskRecord
 
@@ -95,7 +95,7 @@ class Pipeline:
         self._unwatch: list[Callable[[], None]] = []
         backend = algorithm.config.backend  # per task, from config.common; None = the agent's stream.backend
         for index in range(len(spec.input.data)):
-            stream = open_stream(index, resolvers.resolver_for(spec, record.id, index), stream_settings,
+            stream = VideoStream(index, resolvers.resolver_for(spec, record.id, index), stream_settings,
                                  algorithm.fps, backend=backend, realtime_files=realtime_files,
                                  wakeup=self._wakeup, name=f"stream-{record.id[:8]}-{index}")
             self._streams.append(stream)

@@ -547,20 +547,3 @@ def _reader_for(backend: str) -> Reader:
         return read_opencv
     raise ValueError(f"stream.backend: unknown backend {backend!r} (pyav or opencv)")
 
-
-def open_stream(
-    input_index: int,
-    resolve: Callable[[], StreamTarget],
-    settings: StreamSettings,
-    target_fps: float,
-    *,
-    backend: str | None = None,
-    realtime_files: bool = True,
-    wakeup: threading.Event | None = None,
-    name: str = "",
-) -> VideoStream:
-    """A stream on the per-call ``backend`` or else the agent's ``settings.backend``; not started."""
-    return VideoStream(
-        input_index, resolve, settings, target_fps,
-        backend=backend, realtime_files=realtime_files, wakeup=wakeup, name=name,
-    )

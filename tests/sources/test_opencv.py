@@ -11,7 +11,7 @@ import pytest
 
 from agent.settings import StreamSettings
 from agent.sources.opencv import read_opencv
-from agent.sources.stream import Backoff, StreamState, VideoStream, open_stream
+from agent.sources.stream import Backoff, StreamState, VideoStream
 from agent.sources.target import StreamTarget
 from tests.fixtures.rtsp import RtspServer, RtspServerFactory
 from tests.sources.test_stream import FAST, collect, gaps, running
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.integration
 
 
 def test_backend_comes_from_settings_or_the_call(rtsp_h264: RtspServer) -> None:
-    by_settings = open_stream(0, lambda: StreamTarget(rtsp_h264.url, "c"), StreamSettings(backend="opencv"), 1)
-    by_call = open_stream(0, lambda: StreamTarget(rtsp_h264.url, "c"), StreamSettings(), 1, backend="opencv")
+    by_settings = VideoStream(0, lambda: StreamTarget(rtsp_h264.url, "c"), StreamSettings(backend="opencv"), 1)
+    by_call = VideoStream(0, lambda: StreamTarget(rtsp_h264.url, "c"), StreamSettings(), 1, backend="opencv")
     assert by_settings.reader is read_opencv and by_call.reader is read_opencv
 
 

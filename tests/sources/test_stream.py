@@ -16,7 +16,7 @@ import pytest
 
 from agent.settings import StreamSettings
 from agent.sources.frame import Frame
-from agent.sources.stream import Backoff, StreamState, VideoStream, open_stream
+from agent.sources.stream import Backoff, StreamState, VideoStream
 from agent.sources.target import StreamTarget
 from tests.fixtures.ports import free_port
 from tests.fixtures.rtsp import RtspServer, RtspServerFactory, SilentRtspServer
@@ -271,7 +271,7 @@ def test_file_as_fast_as_possible_is_lossless_and_ends(codec: str, make_clip: Ca
 def test_file_plays_at_its_native_rate_and_ends(make_clip: Callable[..., Path]) -> None:
     clip = make_clip(seconds=2.0)
     started = time.monotonic()
-    with running(open_stream(0, target(str(clip)), FAST, 5.0)) as stream:  # a path without scheme is a file
+    with running(VideoStream(0, target(str(clip)), FAST, 5.0)) as stream:  # a path without scheme is a file
         frames = collect(stream, 10, timeout=15)
         wait_until(lambda: state_of(stream) is StreamState.ENDED, 15, "ENDED")
         elapsed = time.monotonic() - started
