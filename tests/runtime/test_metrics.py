@@ -4,7 +4,6 @@ real webhook receiver, a dead webhook port, and the real broker for the MQTT gau
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +44,6 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("media")
     intrusion_clip(directory / "walk.mp4", seconds=14.0)  # still playing while the test looks
     return directory
-
-
-@pytest.fixture
-def runtimes() -> Iterator[list[AgentRuntime]]:
-    started: list[AgentRuntime] = []
-    yield started
-    for runtime in started:
-        runtime.stop()
 
 
 def make_runtime(tmp_path: Path, media: Path, **settings: Any) -> AgentRuntime:

@@ -3,7 +3,7 @@ real webhook receiver; schedules followed with an injected clock."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,14 +45,6 @@ def make_runtime(tmp_path: Path, media: Path, clock: Callable[[], datetime] | No
     if clock is not None:
         kwargs["clock"] = clock
     return AgentRuntime(config, **kwargs)
-
-
-@pytest.fixture
-def runtimes() -> Iterator[list[AgentRuntime]]:
-    started: list[AgentRuntime] = []
-    yield started
-    for runtime in started:
-        runtime.stop()
 
 
 def test_file_task_runs_end_to_end_and_succeeds(tmp_path: Path, media: Path, webhook_receiver: WebhookReceiver,
