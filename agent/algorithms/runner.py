@@ -10,7 +10,6 @@ not queued. Python cannot stop a thread, so a call that never returns is not end
 
 from __future__ import annotations
 
-import bisect
 import logging
 import threading
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass
 
 from agent.algorithms.base import Algorithm
 from agent.algorithms.event import Event
+from agent.histogram import LatencyHistogram
 from agent.redact import mask_text
 from agent.sources.frame import Frame
 
@@ -61,8 +61,7 @@ class AlgorithmRunner:
         self._slow = 0
         self._last_error: str | None = None
         self._started: float | None = None
-        self._bucket_counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        self._latency_sum = 0.0
+        self._latency = LatencyHistogram(LATENCY_BUCKETS)
         # An algorithm failing or slow on every frame would otherwise write a line per frame and input.
         self._error_log = _LogLimiter()
         self._slow_log = _LogLimiter()
@@ -87,10 +86,6 @@ class AlgorithmRunner:
 
     def status(self) -> RunnerStatus:
         with self._lock:
-            cumulative, running = [], 0
-            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self._bucket_counts, strict=True):
-                running += count
-                cumulative.append((bound, running))
             return RunnerStatus(
                 task_id=self.task_id, service_name=self.algorithm.service_name,
                 service_version=self.algorithm.version,
@@ -98,7 +93,8 @@ class AlgorithmRunner:
                 failures=self._failures, consecutive_failures=self._consecutive, slow_calls=self._slow,
                 last_error=self._last_error,
                 in_call_s=0.0 if self._started is None else time.monotonic() - self._started,
-                latency_buckets=tuple(cumulative), latency_sum=self._latency_sum, latency_count=self._calls,
+                latency_buckets=self._latency.cumulative(), latency_sum=self._latency.sum,
+                latency_count=self._calls,
             )
 
     def _call(self, what: str, inputs: list[int], call: Callable[[], list[Event]]) -> list[Event]:
@@ -118,8 +114,7 @@ class AlgorithmRunner:
         with self._lock:
             self._started = None
             self._calls += 1
-            self._latency_sum += elapsed
-            self._bucket_counts[bisect.bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+            self._latency.observe(elapsed)
             slow = elapsed > self.budget_s
             self._slow += slow
             if error is None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from agent.algorithms import registry
 from agent.algorithms.event import Event
 from agent.algorithms.runner import AlgorithmRunner, RunnerStatus
+from agent.histogram import LatencyHistogram
 from agent.outputs.router import ResultRouter
 from agent.redact import mask_text
 from agent.settings import StreamSettings
@@ -107,8 +108,7 @@ class Pipeline:
         self._frames_processed = 0
         self._events = 0
         self._submit_errors = 0
-        self._latency_counts = [0] * (len(LATENCY_BUCKETS) + 1)
-        self._latency_sum = 0.0
+        self._latency = LatencyHistogram(LATENCY_BUCKETS)
         self._heartbeat = time.monotonic()
 
     # lifecycle -----------------------------------------------------------------------------------
@@ -194,11 +194,7 @@ class Pipeline:
         with self._lock:
             for captured_at in captured:
                 self._frames_processed += 1
-                latency = max(0.0, done - captured_at)
-                self._latency_sum += latency
-                slot = next((i for i, bound in enumerate(LATENCY_BUCKETS) if latency <= bound),
-                            len(LATENCY_BUCKETS))
-                self._latency_counts[slot] += 1
+                self._latency.observe(max(0.0, done - captured_at))
 
     def _report(self) -> None:
         try:
@@ -212,15 +208,11 @@ class Pipeline:
         runner = self._runner.status()
         state, text = derive_state(inputs, runner)
         with self._lock:
-            cumulative, running = [], 0
-            for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self._latency_counts, strict=True):
-                running += count
-                cumulative.append((bound, running))
             return PipelineStatus(
                 task_id=self.task_id, service_name=self.service_name, state=state, status=text,
                 inputs=inputs, runner=runner, frames_processed=self._frames_processed, events=self._events,
-                submit_errors=self._submit_errors, latency_buckets=tuple(cumulative),
-                latency_sum=self._latency_sum, latency_count=running,
+                submit_errors=self._submit_errors, latency_buckets=self._latency.cumulative(),
+                latency_sum=self._latency.sum, latency_count=self._latency.count,
             )
 
 
