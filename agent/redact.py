@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 MASK = "***"
 
@@ -37,27 +37,73 @@ def mask_url(url: str) -> str:
     return _SECRET_QUERY.sub(lambda m: m.group("key") + MASK, rebuilt)
 
 
+def url_secrets(url: str) -> list[str]:
+    """The password inside a URL, as written and URL-decoded (either may reach a log); none when the
+    URL has no password or cannot be parsed (a malformed URL is masked by pattern instead)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return []
+    if not password:
+        return []
+    return list(dict.fromkeys((password, unquote(password))))
+
+
 class SecretRegistry:
-    """Known secret values (passwords, header values, tokens) to mask wherever they appear in text."""
+    """Known secret values (passwords, header values, tokens) to mask wherever they appear in text.
+
+    Values are held per owner (``"task:{id}"``, ``"config:mqtt.password"``…): registering an owner again
+    replaces its values and ``forget`` drops them, so the registry holds only what exists now and its
+    size is bounded by the task limits. A value shared by two owners stays until both are gone.
+    """
 
     _MIN_LEN = 3  # masking "a" would mangle every line; such values are not secrets worth the name
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._values: set[str] = set()
+        self._by_owner: dict[str, frozenset[str]] = {}
+        self._pattern: re.Pattern[str] | None = None
+
+    def register(self, owner: str, values: Iterable[str | None]) -> None:
+        kept = frozenset(v for v in values if v and len(v) >= self._MIN_LEN)
+        with self._lock:
+            if self._by_owner.get(owner, frozenset()) == kept:
+                return
+            if kept:
+                self._by_owner[owner] = kept
+            else:
+                self._by_owner.pop(owner, None)
+            self._pattern = self._compile()
 
     def add(self, *values: str | None) -> None:
-        with self._lock:
-            for value in values:
-                if value and len(value) >= self._MIN_LEN:
-                    self._values.add(value)
+        """Transitional: to be replaced by ``register`` at every call site (issue 13)."""
+        self.add_all(values)
 
     def add_all(self, values: Iterable[str | None]) -> None:
-        self.add(*values)
-
-    def snapshot(self) -> list[str]:
         with self._lock:
-            return sorted(self._values, key=len, reverse=True)
+            old = self._by_owner.get("unowned", frozenset())
+        self.register("unowned", [*old, *values])
+
+    def forget(self, owner: str) -> None:
+        with self._lock:
+            if self._by_owner.pop(owner, None) is not None:
+                self._pattern = self._compile()
+
+    def __len__(self) -> int:
+        """Distinct values held."""
+        with self._lock:
+            return len(frozenset().union(*self._by_owner.values()))
+
+    def pattern(self) -> re.Pattern[str] | None:
+        with self._lock:
+            return self._pattern
+
+    def _compile(self) -> re.Pattern[str] | None:
+        values = frozenset().union(*self._by_owner.values())
+        if not values:
+            return None
+        # longest first, so a secret that contains another is masked whole
+        return re.compile("|".join(re.escape(v) for v in sorted(values, key=len, reverse=True)))
 
 
 secrets = SecretRegistry()
@@ -67,7 +113,5 @@ def mask_text(text: str) -> str:
     """Mask URL credentials, secret query parameters and every registered secret value in ``text``."""
     text = _URL_USERINFO.sub(lambda m: m.group("scheme") + MASK + "@", text)
     text = _SECRET_QUERY.sub(lambda m: m.group("key") + MASK, text)
-    for value in secrets.snapshot():
-        if value in text:
-            text = text.replace(value, MASK)
-    return text
+    pattern = secrets.pattern()
+    return text if pattern is None else pattern.sub(MASK, text)

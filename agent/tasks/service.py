@@ -80,6 +80,20 @@ class TaskService:
             except Exception:  # a broken listener must not fail the user's request
                 log.exception("task change listener failed", extra={"task_id": task_id})
 
+    # reads for the runtime and the MQTT link (the store itself stays behind this class) --------------
+    def record(self, task_id: str) -> TaskRecord | None:
+        return self.store.get(task_id)
+
+    def records(self) -> list[TaskRecord]:
+        return self.store.all()
+
+    def answer_for(self, request_id: str) -> dict[str, Any] | None:
+        """The stored answer to an MQTT request id already handled, so a redelivery is answered alike."""
+        return self.store.answer_for(request_id)
+
+    def remember_answer(self, request_id: str, answer: dict[str, Any]) -> None:
+        self.store.remember_answer(request_id, answer)
+
     # the API ---------------------------------------------------------------------------------
     def create(self, project_id: str, service_name: str, body: Any, *, template: str | None = None) -> str:
         _check_project(project_id)
