@@ -233,3 +233,54 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> AgentSett
         return AgentSettings(**overrides)
     finally:
         _config_path_var.set(None)
+
+
+def config_secrets(settings: AgentSettings) -> list[str]:
+    """Every secret value the configuration holds, for the log masker: the API token, the broker password
+    and control token, passwords inside configured camera/video-source URLs, and the passwords and header
+    values of video sources given as inputs. A secret file that cannot be read is skipped here; the part
+    that needs it reports the error."""
+    from agent.redact import url_secrets
+
+    values: list[str] = []
+    readers = [settings.api.resolved_token]
+    if settings.mqtt is not None:
+        readers.append(settings.mqtt.resolved_password)
+        if settings.mqtt.control_token is not None:
+            values.append(settings.mqtt.control_token.get_secret_value())
+    for read in readers:
+        try:
+            value = read()
+        except OSError:
+            continue
+        if value:
+            values.append(value)
+    urls = [camera.url for camera in settings.cameras] + [s.url for s in settings.video_sources if s.url]
+    for source in settings.video_sources:
+        if source.input is not None:
+            values.extend(_nested_secrets(source.input))
+    for url in urls:
+        values.extend(url_secrets(url))
+    return values
+
+
+def _nested_secrets(node: Any, key: str = "") -> list[str]:
+    """Passwords, header values and URL passwords anywhere in a video source's ``input`` table."""
+    from agent.redact import url_secrets
+
+    if isinstance(node, dict):
+        found: list[str] = []
+        for name, value in node.items():
+            if name == "headers" and isinstance(value, dict):
+                found.extend(str(v) for v in value.values())
+            else:
+                found.extend(_nested_secrets(value, name))
+        return found
+    if isinstance(node, list):
+        return [value for item in node for value in _nested_secrets(item, key)]
+    if isinstance(node, str):
+        if key in ("password", "token", "secret"):
+            return [node]
+        if key == "url":
+            return url_secrets(node)
+    return []
