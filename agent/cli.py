@@ -189,7 +189,12 @@ def cmd_version(_: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="edge-agent", description="Edge video-analysis agent.")
     parser.add_argument("--config", help="agent TOML config (default: $EDGE_AGENT_CONFIG)")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # --config is also taken after any command (`edge-agent run --config X`, as the systemd unit writes it);
+    # SUPPRESS keeps a later absence from overwriting a --config given before the command.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", default=argparse.SUPPRESS,
+                        help="agent TOML config (also accepted before the command)")
+    commands = _Subcommands(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"), config)
 
     run = commands.add_parser("run", help="run the agent (the systemd service's job)")
     run.set_defaults(func=cmd_run)
@@ -201,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     task = commands.add_parser("task", help="manage tasks through the running agent's local API")
     task.add_argument("--project", default=DEFAULT_PROJECT, help="project id (default: %(default)s)")
-    ops = task.add_subparsers(dest="task_op", required=True, metavar="OP")
+    ops = _Subcommands(task.add_subparsers(dest="task_op", required=True, metavar="OP"), config)
     create = ops.add_parser("create", help="create a task from a JSON body")
     create.add_argument("--service-name", required=True, help="algorithm service, e.g. intrusion-detection")
     create.add_argument("--template", help="start from a saved template; the body overrides its fields")
@@ -228,8 +233,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     diag = commands.add_parser("diag", help="check config, state, broker, API, every input and sink; "
                                             "exit 1 when something FAILs")
-    diag.add_argument("--config", default=argparse.SUPPRESS,
-                      help="the agent's TOML config (also accepted before the command)")
     diag.add_argument("--json", action="store_true", help="machine-readable report")
     diag.add_argument("--url", help="probe this one stream (rtsp://…, http://…, a file) instead of the tasks")
     diag.add_argument("--timeout", type=float, default=5.0, help="seconds per network check (default: %(default)s)")
@@ -245,6 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     version = commands.add_parser("version", help="print the version")
     version.set_defaults(func=cmd_version)
     return parser
+
+
+class _Subcommands:
+    """Adds sub-commands that all take the shared ``--config`` option."""
+
+    def __init__(self, actions: Any, shared: argparse.ArgumentParser) -> None:
+        self._actions = actions
+        self._shared = shared
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._actions.add_parser(name, parents=[self._shared], **kwargs)
+        return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

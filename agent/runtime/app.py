@@ -87,7 +87,7 @@ class AgentRuntime:
         self.api.start()
         if self.mqtt_control is not None:  # connects in the background; never waits for the broker
             self.mqtt_control.start()
-        sdnotify.ready()
+        sdnotify.ready(self.status_line())  # STATUS= shows from the moment the unit is active
         if self.watchdog is not None:
             self.watchdog.start()
         log.info("edge-agent %s up: REST API on http://%s", __version__, self.settings.api.listen,
