@@ -16,17 +16,19 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.backoff import MQTT_RECONNECT
+from agent.backoff import MQTT_RECONNECT, BackoffPolicy
 from agent.redact import secrets
 from agent.settings import MqttSettings
 
 
 def new_client(settings: MqttSettings, client_id: str, *, persistent_session: bool = False,
-               manual_ack: bool = False, reconnect_on_failure: bool = True, log_name: str | None = None) -> mqtt.Client:
+               manual_ack: bool = False, reconnect_on_failure: bool = True,
+               reconnect: BackoffPolicy = MQTT_RECONNECT, log_name: str | None = None) -> mqtt.Client:
     """A configured, unconnected client. ``persistent_session`` keeps the broker's session across
     reconnects (MQTT 3.1.1 ``clean_session=False``; for v5 pass ``clean_start=False`` and a session
     expiry to ``connect_async``). When paho drives reconnects (``reconnect_on_failure``) it waits
-    between ``MQTT_RECONNECT``'s bounds; a caller that drives them itself uses ``Backoff(MQTT_RECONNECT)``.
+    between ``reconnect``'s bounds (tests pass a faster policy); a caller that drives them itself uses
+    ``Backoff(MQTT_RECONNECT)``.
 
     Raises OSError when the password file cannot be read, ``ssl.SSLError``/ValueError on a bad TLS set-up.
     """
@@ -41,7 +43,8 @@ def new_client(settings: MqttSettings, client_id: str, *, persistent_session: bo
     )
     if log_name is not None:
         client.enable_logger(logging.getLogger(log_name))
-    client.reconnect_delay_set(round(MQTT_RECONNECT.first_s), round(MQTT_RECONNECT.max_s))
+    # paho takes whole seconds
+    client.reconnect_delay_set(max(1, round(reconnect.first_s)), max(1, round(reconnect.max_s)))
     if settings.username is not None:
         password = settings.resolved_password()
         secrets.register("config:mqtt.password", [password])

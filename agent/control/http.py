@@ -22,6 +22,8 @@ from agent.tasks.service import TaskService
 log = logging.getLogger(__name__)
 
 StatusProvider = Callable[[], dict[str, Any]]
+# Everything else needs the token, the OpenAPI schema included: a path added later is closed unless listed here.
+OPEN_PATHS = frozenset({"/healthz", "/metrics"})
 
 
 def _error(exc: ApiError) -> JSONResponse:
@@ -56,14 +58,17 @@ def create_app(service: TaskService, token: str | None, *,
                extra_status: StatusProvider | None = None,
                metrics: Callable[[], tuple[bytes, str]] | None = None,
                dead_letters: Callable[[int], list[dict[str, Any]]] | None = None) -> FastAPI:
-    """The API. ``token`` None means every /v2 call is refused: the agent always configures one."""
+    """The API. ``token`` None means every call but OPEN_PATHS is refused: the agent always configures one.
+
+    The schema is served at /openapi.json to token holders; the interactive /docs and /redoc pages are not
+    served (they load scripts from a CDN and could not send the token)."""
     app = FastAPI(title="edge-agent", docs_url=None, redoc_url=None, openapi_url="/openapi.json")
     expected = token.encode() if token else None
 
     @app.middleware("http")
     async def _auth_and_errors(request: Request, call_next: Callable[[Request], Any]) -> Response:
         try:
-            if request.url.path.startswith("/v2/"):
+            if request.url.path not in OPEN_PATHS:
                 given = request.headers.get("x-auth-token", "").encode()
                 if expected is None or not hmac.compare_digest(given, expected):
                     return _error(unauthorized())

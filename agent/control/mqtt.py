@@ -1,4 +1,7 @@
-"""MQTT control plane: task requests answered like the REST API, retained task state, presence (LWT).
+"""MQTT control link: the connection that carries task requests, retained task state, presence (LWT).
+
+What a request means and how it is answered (like the REST API) is ``control/requests.py``'s job; this
+module moves payloads between the broker and that handler.
 
 Topics (``{prefix}`` is ``settings.topic_prefix``; docs/mqtt.md is the user-facing contract):
 
@@ -7,7 +10,7 @@ Topics (``{prefix}`` is ``settings.topic_prefix``; docs/mqtt.md is the user-faci
 - ``{prefix}/tasks/{id}/state``     retained task view (QoS 1); an empty retained message on delete
 - ``{prefix}/status``               retained presence; the Last Will says offline
 
-Threads: one named network thread drives paho (and reconnects with jittered backoff); one named
+Threads: one named network thread drives paho (and reconnects under ``MQTT_RECONNECT``); one named
 worker thread handles requests in arrival order, so a slow create never stalls keep-alives and
 requests are answered in the order they were sent. Requests are acknowledged (PUBACK) only after
 they were handled: a crash in between means the broker redelivers, and the request id makes the
@@ -16,225 +19,41 @@ redelivery harmless.
 
 from __future__ import annotations
 
-import contextlib
 import enum
-import hmac
 import json
 import logging
 import queue
-import random
-import re
-import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from agent import __version__
-from agent.control.payload import decode_json
+from agent.backoff import MQTT_RECONNECT, Backoff
+from agent.control.requests import Reply, RequestHandler
+from agent.mqtt_client import new_client
 from agent.redact import mask_text, secrets
 from agent.settings import AgentSettings, MqttSettings
-from agent.tasks.errors import ApiError, ErrorCode, internal, invalid
 from agent.tasks.service import TaskChange, TaskService
 
 log = logging.getLogger(__name__)
 
-OPS = ("create", "update", "delete", "start", "stop", "show", "list")
-MUTATING_OPS = frozenset({"create", "update", "delete", "start", "stop"})
-REQUEST_ID_MAX = 128
 QOS = 1
-BACKOFF_FIRST_S = 1.0
-BACKOFF_MAX_S = 60.0
-BACKOFF_JITTER = 0.2  # ±20 %: a fleet that lost its broker together must not come back in lock step
 RECEIVE_MAXIMUM = 20  # unacknowledged requests the broker may push at once (v5; 3.1.1 brokers use their own)
 QUEUE_MAX = 1000  # worker backlog; above RECEIVE_MAXIMUM only QoS 0 floods can reach it
 OUTGOING_QUEUE_MAX = 1000  # paho's buffer of unsent QoS 1 answers while the link is down
 LOOP_TIMEOUT_S = 0.5  # how long one paho loop call may block; bounds stop() latency
 WORKER_POLL_S = 0.2  # how often an idle worker looks at its stop event
-_PEEK_BYTES = 4096
-# Reads a request id out of a payload that is too big or not JSON, so the sender still gets its 400.
-_PEEK_REQUEST_ID = re.compile(rb'"request_id"\s*:\s*"([^"\\\x00-\x1f]{1,128})"')
 
 
-# requests -> answers (no MQTT in this part) -----------------------------------------------------
-@dataclass(frozen=True)
-class Reply:
-    """The answer to one request. ``request_id`` None: the sender could not be told which request it was."""
-
-    request_id: str | None
-    status: int
-    body: Any
-    duplicate: bool = False
-
-    def payload(self) -> bytes:
-        return json.dumps({"request_id": self.request_id, "status": self.status, "body": self.body},
-                          ensure_ascii=False, separators=(",", ":")).encode()
-
-
-def _mqtt_unauthorized(reason: str) -> ApiError:
-    return ApiError(ErrorCode.UNAUTHORIZED, "authorization failed", ["token"], reason,
-                    'Send the agent\'s MQTT control token as "token" in the request.')
-
-
-def _error_reply(request_id: str | None, exc: ApiError) -> Reply:
-    return Reply(request_id, exc.http_status, exc.body())
-
-
-def _peek_request_id(raw: bytes) -> str | None:
-    found = _PEEK_REQUEST_ID.search(raw[:_PEEK_BYTES])
-    if found is None:
-        return None
-    try:
-        return found.group(1).decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
-def _valid_request_id(value: Any) -> str | None:
-    if isinstance(value, str) and 1 <= len(value) <= REQUEST_ID_MAX and value.isprintable():
-        return value
-    return None
-
-
-def _string(data: dict[str, Any], key: str) -> str:
-    value = data.get(key)
-    if value is None:
-        raise invalid(key, "is required")
-    if not isinstance(value, str):
-        raise invalid(key, "must be a string")
-    return value
-
-
-def _optional_string(data: dict[str, Any], key: str) -> str | None:
-    value = data.get(key)
-    if value is not None and not isinstance(value, str):
-        raise invalid(key, "must be a string")
-    return value
-
-
-def _optional_int(data: dict[str, Any], key: str, path: str) -> int | None:
-    value = data.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise invalid(path, "must be an integer")
-    return value
-
-
-class RequestHandler:
-    """Turns one request payload into exactly the answer the REST API would give.
-
-    Answers of mutating ops that reached the TaskService are remembered by request id in the task
-    store (so they survive restarts); a repeated request id gets the first answer again and does not
-    run twice. Refusals that happen before (bad envelope, bad token) and internal errors are not
-    remembered: a corrected retry with the same id must still be able to succeed.
-    """
-
-    def __init__(self, service: TaskService, *, max_bytes: int, control_token: str | None) -> None:
-        self._service = service
-        self._max_bytes = max_bytes
-        self._token = control_token.encode() if control_token else None
-
-    def handle(self, raw: bytes) -> Reply:
-        if len(raw) > self._max_bytes:
-            return _error_reply(_peek_request_id(raw), invalid("payload", f"is larger than {self._max_bytes} bytes"))
-        try:
-            data = decode_json(raw, limit=self._max_bytes)
-        except ApiError as exc:
-            return _error_reply(_peek_request_id(raw), exc)
-        if not isinstance(data, dict):
-            return _error_reply(None, invalid("payload", "must be a JSON object"))
-        request_id = _valid_request_id(data.get("request_id"))
-        if request_id is None:
-            return _error_reply(None, invalid("request_id", f"must be a string of 1-{REQUEST_ID_MAX} printable"
-                                                            " characters"))
-        if self._token is not None:
-            given = data.get("token")
-            if not isinstance(given, str) or not hmac.compare_digest(given.encode(), self._token):
-                return _error_reply(request_id, _mqtt_unauthorized("missing or wrong token"))
-        stored = self._service.store.answer_for(request_id)
-        if stored is not None:
-            return Reply(request_id, int(stored["status"]), stored["body"], duplicate=True)
-        op = data.get("op")
-        if not isinstance(op, str) or op not in OPS:
-            return _error_reply(request_id, invalid("op", f"must be one of {', '.join(OPS)}"))
-        try:
-            reply = Reply(request_id, 200, self._dispatch(op, data))
-        except ApiError as exc:
-            reply = _error_reply(request_id, exc)
-        except Exception:  # the answer says only "internal"; the log has the trace
-            log.exception("mqtt %s request %s failed", op, mask_text(request_id))
-            return _error_reply(request_id, internal())
-        if op in MUTATING_OPS and reply.status < 500:
-            self._service.store.remember_answer(request_id, {"status": reply.status, "body": reply.body})
-        return reply
-
-    def _dispatch(self, op: str, data: dict[str, Any]) -> Any:
-        project_id = _string(data, "project_id")
-        if op == "create":
-            service_name = _string(data, "service_name")
-            template = _optional_string(data, "template")
-            task_id = self._service.create(project_id, service_name, data.get("body"), template=template)
-            return {"tasks": [{"id": task_id}]}
-        if op == "list":
-            query = data.get("body") or {}
-            if not isinstance(query, dict):
-                raise invalid("body", "must be a JSON object")
-            page = _optional_int(query, "page", "body.page")
-            page_size = _optional_int(query, "page_size", "body.page_size")
-            return self._service.list_tasks(
-                project_id,
-                state=_optional_string(query, "task_state") or None,
-                name=_optional_string(query, "task_name") or None,
-                page=0 if page is None else page,
-                page_size=100 if page_size is None else page_size,
-            )
-        task_id = _string(data, "task_id")
-        if op == "show":
-            return self._service.show(project_id, task_id)
-        if op == "update":
-            self._service.update(project_id, task_id, data.get("body"))
-        elif op == "delete":
-            self._service.delete(project_id, task_id)
-        elif op == "start":
-            self._service.start(project_id, task_id)
-        else:
-            self._service.stop(project_id, task_id)
-        return {}  # REST answers these with an empty body; an empty object keeps "body" always an object
-
-
-# reconnect timing -------------------------------------------------------------------------------
-class Backoff:
-    """1 s doubling to 60 s, each delay ±20 % at random; ``reset`` after a successful connect.
-
-    paho's own reconnect_delay_set doubles without jitter, which is why the agent drives reconnects.
-    """
-
-    def __init__(self, first: float = BACKOFF_FIRST_S, cap: float = BACKOFF_MAX_S,
-                 jitter: float = BACKOFF_JITTER, rng: Callable[[], float] = random.random) -> None:
-        self._first = first
-        self._cap = cap
-        self._jitter = jitter
-        self._rng = rng
-        self._attempt = 0
-
-    def next(self) -> float:
-        base = min(self._cap, self._first * 2.0 ** min(self._attempt, 30))
-        self._attempt += 1
-        return base * (1.0 + self._jitter * (2.0 * self._rng() - 1.0))
-
-    def reset(self) -> None:
-        self._attempt = 0
-
-
-# the MQTT side ----------------------------------------------------------------------------------
 class LinkState(enum.Enum):
     IDLE = "IDLE"  # not started
     CONNECTING = "CONNECTING"  # TCP/TLS/CONNECT under way
@@ -276,11 +95,6 @@ class _StaleState:
 _Job = _Request | _Resync | _StaleState
 
 
-def _no_delay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
-    # An answer often follows a state publish at once; Nagle would hold it until the broker's delayed ACK.
-    with contextlib.suppress(OSError, AttributeError):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
 
 def _valid_publish_topic(topic: str) -> bool:
     return 0 < len(topic.encode()) <= 65535 and not any(c in topic for c in "+#\x00")
@@ -304,7 +118,7 @@ class MqttControl:
         self._v5 = self._mqtt.protocol == "5"
         self._presence = {"node_id": settings.node_id, "version": __version__, "started_at": started_at}
         token = self._mqtt.control_token.get_secret_value() if self._mqtt.control_token else None
-        secrets.add(token)
+        secrets.register("config:mqtt.control_token", [token])
         self._handler = RequestHandler(service, max_bytes=self._mqtt.max_request_bytes, control_token=token)
         self._client = self._build_client(self._mqtt.client_id or f"edge-agent-{settings.node_id}")
 
@@ -316,7 +130,7 @@ class MqttControl:
         self._refusal: str | None = None  # the broker's CONNACK reason; network thread only
         self._publish_lock = threading.Lock()  # store read + state publish, so the newest state is the last sent
         self._jobs: queue.Queue[_Job] = queue.Queue(QUEUE_MAX)
-        self._backoff = Backoff()
+        self._backoff = Backoff(MQTT_RECONNECT)
         self._stop = threading.Event()  # ends the network thread
         self._stop_worker = threading.Event()  # ends the worker after the job in hand
         self._network = threading.Thread(target=self._run_network, name="mqtt-control-network", daemon=True)
@@ -360,34 +174,16 @@ class MqttControl:
     # client set-up ------------------------------------------------------------------------------------
     def _build_client(self, client_id: str) -> mqtt.Client:
         settings = self._mqtt
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311,
-            clean_session=None if self._v5 else False,
-            manual_ack=True,
-            reconnect_on_failure=False,
-        )
-        client.enable_logger(logging.getLogger("agent.control.mqtt.paho"))
+        # The link drives reconnects itself (paho's own delay has no jitter) and acknowledges a request
+        # only once it was handled.
+        client = new_client(settings, client_id, persistent_session=True, manual_ack=True,
+                            reconnect_on_failure=False, log_name="agent.control.mqtt.paho")
         client.suppress_exceptions = True  # a failing callback is logged by paho; the network loop goes on
         client.max_queued_messages_set(OUTGOING_QUEUE_MAX)
-        if settings.username is not None:
-            password = settings.resolved_password()
-            secrets.add(password)
-            client.username_pw_set(settings.username, password)
-        if settings.tls is not None:
-            client.tls_set(
-                ca_certs=str(settings.tls.ca_file) if settings.tls.ca_file else None,
-                certfile=str(settings.tls.cert_file) if settings.tls.cert_file else None,
-                keyfile=str(settings.tls.key_file) if settings.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            client.tls_insecure_set(settings.tls.insecure)
         client.will_set(self.status_topic, self._presence_payload("offline"), qos=QOS, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.on_socket_open = _no_delay
         properties: Properties | None = None
         if self._v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
@@ -551,20 +347,20 @@ class MqttControl:
 
     def _publish_state(self, task_id: str) -> None:
         with self._publish_lock:
-            record = self._service.store.get(task_id)  # fresh: a late caller must not publish an older view
+            record = self._service.record(task_id)  # fresh: a late caller must not publish an older view
             payload = b"" if record is None else json.dumps(
                 self._service.view(record), ensure_ascii=False, separators=(",", ":")).encode()
             self._client.publish(self._state_topic(task_id), payload, qos=QOS, retain=True)
 
     def _republish_all(self) -> None:
-        for record in self._service.store.all():
+        for record in self._service.records():
             if not self.connected:
                 return  # the next connect republishes everything again
             self._publish_state(record.id)
 
     def _clear_if_stale(self, task_id: str) -> None:
         with self._publish_lock:
-            if self._service.store.get(task_id) is not None or not _valid_publish_topic(task_id):
+            if self._service.record(task_id) is not None or not _valid_publish_topic(task_id):
                 return
             self._client.publish(self._state_topic(task_id), b"", qos=QOS, retain=True)
         log.info("cleared the retained state of deleted task %s", mask_text(task_id))

@@ -8,27 +8,25 @@ waits for its PUBACK; after a restart the outbox publishes the still-unacknowled
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
+from agent.backoff import MQTT_RECONNECT
+from agent.mqtt_client import new_client
 from agent.redact import mask_text
 from agent.settings import AgentSettings, MqttSettings
 
 log = logging.getLogger(__name__)
 
 QOS = 1
-RECONNECT_MIN_S = 1
-# The broker is normally on this node: reconnecting is cheap, and a short ceiling bounds the delay
-# between the broker's return and the backlog flowing again.
-RECONNECT_MAX_S = 10
 MAX_INFLIGHT = 1000
 
 
@@ -50,7 +48,8 @@ class MqttEventSink:
     """Owns one paho client and its network thread. ``publish`` never blocks on the network."""
 
     def __init__(self, settings: AgentSettings, *, on_change: Callable[[], None] | None = None,
-                 reconnect_max_s: int = RECONNECT_MAX_S) -> None:
+                 reconnect_max_s: float = MQTT_RECONNECT.max_s) -> None:
+        """``reconnect_max_s`` caps paho's reconnect delay; only tests that restart a broker lower it."""
         if settings.mqtt is None:
             raise ValueError("event_center needs [mqtt] in the agent settings")
         self._mqtt: MqttSettings = settings.mqtt
@@ -60,28 +59,9 @@ class MqttEventSink:
         self._connected = threading.Event()
         self._disconnects = 0
         self._stopping = False
-        protocol = mqtt.MQTTv5 if self._mqtt.protocol == "5" else mqtt.MQTTv311
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=events_client_id(settings),
-            protocol=protocol,
-            clean_session=None if protocol == mqtt.MQTTv5 else True,
-            reconnect_on_failure=True,
-        )
+        self._client = new_client(self._mqtt, events_client_id(settings),
+                                  reconnect=dataclasses.replace(MQTT_RECONNECT, max_s=reconnect_max_s))
         self._client.max_inflight_messages_set(MAX_INFLIGHT)
-        self._client.reconnect_delay_set(RECONNECT_MIN_S, reconnect_max_s)
-        password = self._mqtt.resolved_password()
-        if self._mqtt.username is not None:
-            self._client.username_pw_set(self._mqtt.username, password)
-        tls = self._mqtt.tls
-        if tls is not None:
-            self._client.tls_set(
-                ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                certfile=str(tls.cert_file) if tls.cert_file else None,
-                keyfile=str(tls.key_file) if tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-            )
-            self._client.tls_insecure_set(tls.insecure)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_publish = self._handle_publish

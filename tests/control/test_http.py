@@ -68,6 +68,26 @@ def test_token_required_on_v2(client: TestClient, headers: dict[str, str]) -> No
     assert client.get("/healthz").status_code == 200
 
 
+@pytest.mark.parametrize("headers", [{}, {"X-Auth-Token": "wrong"}])
+def test_openapi_schema_needs_the_token(client: TestClient, headers: dict[str, str]) -> None:
+    refused = client.get("/openapi.json", headers=headers)
+    assert refused.status_code == 401 and refused.json()["error_code"] == "VIAS.00010005"
+    schema = client.get("/openapi.json", headers=AUTH)
+    assert schema.status_code == 200 and "/v2/{project_id}/tasks" in schema.json()["paths"]
+    for page in ("/docs", "/redoc"):  # not served at all; without the token not even that is told
+        assert client.get(page, headers=headers).status_code == 401
+        assert client.get(page, headers=AUTH).status_code == 404
+
+
+def test_only_health_and_metrics_are_open(tmp_path: Path) -> None:
+    app = create_app(TaskService(TaskStore(tmp_path)), TOKEN, metrics=lambda: (b"up 1\n", "text/plain"))
+    with TestClient(app) as test_client:
+        assert test_client.get("/healthz").status_code == 200
+        assert test_client.get("/metrics").text == "up 1\n"
+        assert test_client.get("/elsewhere").status_code == 401
+        assert test_client.get("/elsewhere", headers=AUTH).status_code == 404
+
+
 def test_no_configured_token_refuses_everything(tmp_path: Path) -> None:
     app = create_app(TaskService(TaskStore(tmp_path)), None)
     with TestClient(app) as test_client:

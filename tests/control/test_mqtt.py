@@ -15,13 +15,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from agent.control.mqtt import Backoff, MqttControl, RequestHandler
+from agent.backoff import MQTT_RECONNECT, Backoff
+from agent.control.mqtt import MqttControl
 from agent.settings import AgentSettings, MqttSettings
 from agent.tasks.service import TaskService
 from agent.tasks.store import TaskStore
@@ -471,62 +470,13 @@ def test_tls_with_client_certificate_and_password_file(tmp_path: Path, caplog: p
 
 
 # pieces without a broker -----------------------------------------------------------------------
-def test_backoff_doubles_to_the_cap_with_bounded_jitter() -> None:
-    middle = Backoff(rng=lambda: 0.5)
+def test_reconnect_backoff_doubles_from_1_s_to_60_s_with_bounded_jitter() -> None:
+    middle = Backoff(MQTT_RECONNECT, rng=lambda: 0.5)
     assert [middle.next() for _ in range(8)] == [1, 2, 4, 8, 16, 32, 60, 60]
     middle.reset()
     assert middle.next() == 1
-    low, high = Backoff(rng=lambda: 0.0), Backoff(rng=lambda: 1.0)
+    low, high = Backoff(MQTT_RECONNECT, rng=lambda: 0.0), Backoff(MQTT_RECONNECT, rng=lambda: 1.0)
     assert [round(low.next(), 6) for _ in range(3)] == [0.8, 1.6, 3.2]
     assert [round(high.next(), 6) for _ in range(3)] == [1.2, 2.4, 4.8]
-    spread = {round(Backoff().next(), 3) for _ in range(50)}
+    spread = {round(Backoff(MQTT_RECONNECT).next(), 3) for _ in range(50)}
     assert len(spread) > 1 and all(0.8 <= delay <= 1.2 for delay in spread)
-
-
-def test_handler_refuses_before_touching_the_store(tmp_path: Path) -> None:
-    store = TaskStore(tmp_path)
-    handler = RequestHandler(TaskService(store), max_bytes=2048, control_token=None)
-    try:
-        nested = b'{"request_id": "deep", "x": ' + b"[" * 40 + b"]" * 40 + b"}"
-        reply = handler.handle(nested)
-        assert (reply.request_id, reply.status) == ("deep", 400) and "nests deeper" in reply.body["detail"]
-        reply = handler.handle(b'{"request_id": "bad\\nid", "op": "list", "project_id": "p"}')
-        assert (reply.request_id, reply.status, reply.body["params"]) == (None, 400, ["request_id"])
-        reply = handler.handle(json.dumps({"request_id": "x" * 129, "op": "list", "project_id": "p"}).encode())
-        assert (reply.request_id, reply.status) == (None, 400)
-        reply = handler.handle(json.dumps({"request_id": "ok", "op": "list", "project_id": "p",
-                                           "body": {"page_size": True}}).encode())
-        assert reply.body["params"] == ["body.page_size"]
-        reply = handler.handle(json.dumps({"request_id": "t", "op": "create", "project_id": "p",
-                                           "service_name": "s", "template": "nope"}).encode())
-        assert reply.status == 404 and reply.body["params"] == ["template"]
-        assert store.answer_for("ok") is None  # reads are not remembered
-        assert store.answer_for("t") is not None
-    finally:
-        store.close()
-
-
-_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
-                                                                                  max_size=4),
-                     max_leaves=20)
-_ENVELOPE = st.fixed_dictionaries(
-    {"request_id": st.text(min_size=1, max_size=10)},
-    optional={"op": st.sampled_from(["create", "update", "delete", "start", "stop", "show", "list", "x"]) | _JSON,
-              "project_id": st.sampled_from(["proj", ""]) | _JSON, "service_name": _JSON,
-              "task_id": st.sampled_from(["a" * 32]) | _JSON, "body": _JSON, "template": _JSON, "token": _JSON},
-)
-
-
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(payload=st.binary(max_size=300) | _ENVELOPE.map(lambda e: json.dumps(e).encode()))
-def test_no_payload_breaks_the_handler(tmp_path: Path, payload: bytes) -> None:
-    store = TaskStore(tmp_path)
-    try:
-        reply = RequestHandler(TaskService(store), max_bytes=4096, control_token=None).handle(payload)
-        assert reply.status in (200, 400, 404)
-        json.loads(reply.payload())  # always a valid JSON answer
-        if reply.status != 200:
-            assert set(reply.body) == {"error_code", "error_msg", "detail", "params", "reason", "advice"}
-    finally:
-        store.close()

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from agent.redact import mask_text, secrets
+from agent.mqtt_client import new_client
+from agent.redact import mask_text
 from agent.settings import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -70,24 +70,11 @@ class DeviceTwinClient:
         self._pending: dict[str, _Pending] = {}
         self._handlers: dict[str, list[Handler]] = {}
         self._result_topics = (f"{membership_get(node_id)}/result", f"{twin_get('+')}/result")
-        protocol = MQTTProtocolVersion.MQTTv5 if settings.protocol == "5" else MQTTProtocolVersion.MQTTv311
-        self._client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"edge-agent-{node_id}-twin",
-                                   protocol=protocol)
+        self._client = new_client(settings, f"edge-agent-{node_id}-twin")
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
-        self._client.reconnect_delay_set(min_delay=1, max_delay=30)
-        password = settings.resolved_password()
-        secrets.add(password)
-        if settings.username is not None:
-            self._client.username_pw_set(settings.username, password)
-        if settings.tls is not None:
-            tls = settings.tls
-            self._client.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                                 certfile=str(tls.cert_file) if tls.cert_file else None,
-                                 keyfile=str(tls.key_file) if tls.key_file else None)
-            self._client.tls_insecure_set(tls.insecure)
 
     def request(self, topic: str, timeout_s: float) -> dict[str, Any]:
         """Publish ``{"event_id"}`` to ``topic`` and return EdgeCore's answer on ``topic/result``."""

@@ -224,7 +224,7 @@ def test_lookups_and_watches_survive_a_broker_restart(private_mosquitto: Broker)
         private_mosquitto.start()
         core = EdgeCore(private_mosquitto, node_id=core.node_id, devices=core.devices)
         core.start()
-        # the twin client reconnects on its own (paho backoff 1-30 s); the lookup waits up to its timeout
+        # the twin client reconnects on its own (paho backoff 1-60 s); the lookup waits up to its timeout
         deadline = time.monotonic() + 30
         while True:
             try:
