@@ -41,7 +41,7 @@ def round_trip(settings: AgentSettings, timeout_s: float) -> Check:
     assert config is not None
     where = f"{config.host}:{config.port}"
     try:
-        config.resolved_password()
+        config.resolved_password()  # read here too: new_client's OSError would not say which file failed
     except OSError as exc:
         return masked_check("broker", "broker", Level.FAIL, f"cannot read mqtt.password_file: {exc.strerror}",
                             "Run diag as the agent's user, or fix the file's permissions.")

@@ -33,7 +33,7 @@ def check_state_dir(settings: AgentSettings) -> Check:
             pass
     except OSError as exc:
         return masked_check("state", "state dir", Level.FAIL, f"{state} is not writable: {exc.strerror}",
-                            f"Run diag as the agent's user (sudo -u {owner_name(state)} edge-agent diag), or fix "
+                            f"Run diag as the agent's user (sudo -u {_owner_name(state)} edge-agent diag), or fix "
                             "the directory's owner.", path=str(state))
     free = shutil.disk_usage(state).free
     detail = f"{state}: writable, {free / GIB:.1f} GiB free"
@@ -48,7 +48,7 @@ def check_state_dir(settings: AgentSettings) -> Check:
     return masked_check("state", "state dir", Level.OK, detail, **data)
 
 
-def owner_name(path: Path) -> str:
+def _owner_name(path: Path) -> str:
     try:
         import pwd
 
@@ -68,7 +68,7 @@ def store_access(settings: AgentSettings, name: str) -> tuple[Path | None, Check
         return None, masked_check("state", name, Level.FAIL, f"cannot read {path}: {exc.strerror}",
                                   "Run diag as the agent's user.")
     if owner_uid != os.geteuid():
-        user = owner_name(path)
+        user = _owner_name(path)
         return None, masked_check("state", name, Level.WARN,
                                   f"{path} belongs to {user}; not opened as another user",
                                   f"Run diag as the agent's user: sudo -u {user} edge-agent diag")
