@@ -143,7 +143,9 @@ def test_update_of_a_running_task_restarts_it_with_the_new_spec(
     runtime.start()
     raw = intrusion_task("rtsp://127.0.0.1:9/none", webhook_receiver.url)
     task_id = runtime.service.create("p", "intrusion-detection", raw)
-    first = wait_until(lambda: runtime.supervisor.pipelines(), what="first pipeline")[0]
+    # the input's URL shows once its stream has resolved it, a moment after the pipeline exists
+    first = wait_until(lambda: (p := runtime.supervisor.pipelines()) and p[0].inputs[0].url and p[0],
+                       what="first pipeline with its input resolved")
     assert first.inputs[0].url == "rtsp://127.0.0.1:9/none"
     runtime.service.update("p", task_id, {"input": {"type": "url", "data": [{"url": str(media / "walk.mp4")}]}})
     wait_until(lambda: (p := runtime.supervisor.pipelines()) and p[0].inputs[0].url != first.inputs[0].url,
