@@ -22,8 +22,9 @@ from agent.histogram import LatencyHistogram
 from agent.redact import mask_text
 from agent.sources.frame import Frame
 
-# Upper bounds (seconds) of the latency histogram, Prometheus style; +Inf is implied.
-LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Upper bounds (seconds) of one algorithm call's duration, Prometheus style; +Inf is implied. Finer at
+# the low end than the pipeline's capture → commit buckets: a cheap algorithm's call takes a few ms.
+CALL_LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class AlgorithmRunner:
         self._slow = 0
         self._last_error: str | None = None
         self._started: float | None = None
-        self._latency = LatencyHistogram(LATENCY_BUCKETS)
+        self._latency = LatencyHistogram(CALL_LATENCY_BUCKETS)
         # An algorithm failing or slow on every frame would otherwise write a line per frame and input.
         self._error_log = _LogLimiter()
         self._slow_log = _LogLimiter()

@@ -12,7 +12,7 @@ import pytest
 
 from agent.algorithms.base import Algorithm, AlgorithmConfig
 from agent.algorithms.event import Event
-from agent.algorithms.runner import LATENCY_BUCKETS, AlgorithmRunner
+from agent.algorithms.runner import CALL_LATENCY_BUCKETS, AlgorithmRunner
 from agent.redact import secrets
 from agent.sources.frame import Frame
 
@@ -125,7 +125,7 @@ def test_latency_histogram_is_cumulative_and_ends_with_infinity() -> None:
     for _ in range(3):
         runner.process({0: frame()})
     buckets = runner.status().latency_buckets
-    assert [bound for bound, _ in buckets] == [*LATENCY_BUCKETS, float("inf")]
+    assert [bound for bound, _ in buckets] == [*CALL_LATENCY_BUCKETS, float("inf")]
     counts = [count for _, count in buckets]
     assert counts == sorted(counts) and counts[-1] == 3
     assert dict(buckets)[0.025] <= 2  # the 30 ms call is above that bound
