@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import pytest
@@ -13,12 +14,35 @@ import pytest
 from agent.algorithms.base import Algorithm, AlgorithmConfig
 from agent.algorithms.event import Event
 from agent.algorithms.runner import CALL_LATENCY_BUCKETS, AlgorithmRunner
+from agent.logging_setup import configure_logging
 from agent.redact import secrets
 from agent.sources.frame import Frame
 
 
 def frame(index: int = 0) -> Frame:
     return Frame.from_bgr(np.zeros((48, 64, 3), np.uint8), input_index=index)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def agent_log() -> Iterator[tuple[io.StringIO, FakeClock]]:
+    """The agent's own log handler (the one that rate-limits repeats) writing text lines to a buffer."""
+    root = logging.getLogger()
+    level = root.level
+    out, clock = io.StringIO(), FakeClock()
+    handler = configure_logging("INFO", "text", stream=out, clock=clock)
+    yield out, clock
+    root.removeHandler(handler)
+    handler.close()
+    root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 class Scripted(Algorithm):
@@ -147,22 +171,26 @@ def test_bad_limits_are_refused() -> None:
         AlgorithmRunner(Scripted([]), "t", budget_s=0)
 
 
-def test_a_failure_on_every_frame_does_not_flood_the_log(caplog: pytest.LogCaptureFixture) -> None:
-    runner = AlgorithmRunner(Scripted([RuntimeError("always")] * 50), "t-flood", max_consecutive_failures=3)
-    with caplog.at_level(logging.WARNING, logger="agent.algorithms.runner"):
-        for _ in range(50):
-            runner.process({0: frame()})
-    failure_lines = [r for r in caplog.records if "failed on inputs" in r.getMessage()]
-    assert len(failure_lines) == 5  # the first few, then at most one a minute
+def test_a_failure_on_every_frame_does_not_flood_the_log(agent_log: tuple[io.StringIO, FakeClock]) -> None:
+    out, clock = agent_log
+    failures = [RuntimeError(f"bad frame {n}") for n in range(50)]  # a new message every time
+    runner = AlgorithmRunner(Scripted(list(failures)), "t-flood", max_consecutive_failures=3)
+    for _ in range(50):
+        runner.process({0: frame()})
+        clock.now += 0.2
+    failure_lines = [line for line in out.getvalue().splitlines() if "failed on inputs" in line]
+    assert len(failure_lines) == 1 and "bad frame 0" in failure_lines[0]
     assert runner.status().failures == 50
-    assert sum("in a row; the task is unhealthy" in r.getMessage() for r in caplog.records) == 1
+    assert sum("in a row; the task is unhealthy" in line for line in out.getvalue().splitlines()) == 1
+    clock.now += 60.0
+    runner.process({0: frame()})  # a success is another line: it writes the summary of the run first
+    summary = [line for line in out.getvalue().splitlines() if "failed on inputs" in line][1]
+    assert "bad frame 49" in summary and "(repeated 49 times in 10 s)" in summary
 
 
-def test_log_limiter_lets_a_line_through_each_minute_with_the_count_left_out() -> None:
-    from agent.algorithms.runner import _LogLimiter
-
-    limiter = _LogLimiter()
-    assert all(limiter.allow(float(t)) for t in range(5))
-    assert not any(limiter.allow(t + 5.0) for t in range(10))
-    assert limiter.allow(4.0 + 60.0) and limiter.suppressed_note() == " (10 more since the last line)"
-    assert not limiter.allow(65.0)
+def test_another_task_failing_is_not_a_repeat(agent_log: tuple[io.StringIO, FakeClock]) -> None:
+    out, _ = agent_log
+    for task in ("t-a", "t-b"):
+        AlgorithmRunner(Scripted([RuntimeError("same")]), task).process({0: frame()})
+    failure_lines = [line for line in out.getvalue().splitlines() if "failed on inputs" in line]
+    assert [("t-a" in line, "t-b" in line) for line in failure_lines] == [(True, False), (False, True)]
