@@ -17,6 +17,7 @@ from agent.algorithms.runner import CALL_LATENCY_BUCKETS, AlgorithmRunner
 from agent.logging_setup import configure_logging
 from agent.redact import secrets
 from agent.sources.frame import Frame
+from tests.waiting import wait_until
 
 
 def frame(index: int = 0) -> Frame:
@@ -46,7 +47,7 @@ def agent_log() -> Iterator[tuple[io.StringIO, FakeClock]]:
 
 
 class Scripted(Algorithm):
-    """Does per call what the test scripted: raise, sleep, or return something."""
+    """Does per call what the test scripted: raise, sleep, block until an event is set, or return something."""
 
     service_name = "scripted"
     versions = ("1.0",)
@@ -64,6 +65,9 @@ class Scripted(Algorithm):
             raise action
         if isinstance(action, float):
             time.sleep(action)
+            action = "ok"
+        if isinstance(action, threading.Event):  # a call that lasts until the test ends it
+            action.wait(30)
             action = "ok"
         if action == "ok":
             return [Event(1, i, f.info, ({"n": self.calls},)) for i, f in frames.items()]
@@ -135,11 +139,14 @@ def test_slow_calls_are_counted_and_logged_but_their_events_kept(caplog: pytest.
 
 
 def test_a_call_in_progress_is_visible_to_another_thread() -> None:
-    runner = AlgorithmRunner(Scripted([0.8]), "t", budget_s=0.1)
+    release = threading.Event()
+    runner = AlgorithmRunner(Scripted([release]), "t", budget_s=0.1)
     worker = threading.Thread(target=runner.process, args=({0: frame()},), name="test-slow-algorithm")
     worker.start()
-    time.sleep(0.3)
-    assert runner.status().in_call_s >= 0.2
+    try:
+        wait_until(lambda: runner.status().in_call_s >= 0.2, 10, "the running call to show in the status")
+    finally:
+        release.set()
     worker.join(timeout=10)
     assert runner.status().in_call_s == 0.0
 
