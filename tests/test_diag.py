@@ -23,6 +23,7 @@ from tests.fixtures.mosquitto import Broker
 from tests.fixtures.ports import free_port
 from tests.fixtures.rtsp import RtspServer, SilentRtspServer
 from tests.fixtures.webhook import WebhookReceiver
+from tests.waiting import wait_until
 
 RTSP_PASSWORD = "cam-Pa55word!x"
 HOOK_SECRET = "hook-header-secret-991"
@@ -138,12 +139,7 @@ def task_body(url: str, webhook: str, name: str, event_center: bool = False) -> 
 
 def wait_running(runtime: AgentRuntime, task_id: str) -> None:
     """Until the stored state (what diag reads) says RUNNING: pipelines report every few seconds."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if runtime.service.get("p", task_id).state is TaskState.RUNNING:
-            return
-        time.sleep(0.2)
-    raise AssertionError("task did not reach RUNNING")
+    wait_until(lambda: runtime.service.get("p", task_id).state is TaskState.RUNNING, 30, "RUNNING", interval=0.2)
 
 
 @pytest.mark.integration
