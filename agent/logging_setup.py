@@ -27,6 +27,8 @@ from agent.redact import mask_text
 
 LogFormat = Literal["auto", "json", "text"]
 DEFAULT_REPEAT_WINDOW_S = 60.0
+# ``extra={REPEAT_GROUP: name}``: the caller says which lines repeat one another, whatever their arguments
+REPEAT_GROUP = "repeat_group"
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # loggers that write every HTTP request at INFO: one line per call is not an event worth knowing
 _CHATTY_LIBRARIES = ("httpx", "httpcore", "uvicorn.access")
@@ -34,6 +36,7 @@ _CHATTY_LIBRARIES = ("httpx", "httpcore", "uvicorn.access")
 _RECORD_ATTRIBUTES = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
     "message", "asctime", "taskName",
     "color_message",  # uvicorn's ANSI-coloured copy of the message
+    REPEAT_GROUP,  # an instruction to the limiter, not a fact about the event
 }
 # syslog priorities journald reads from a "<N>" line prefix (SyslogLevelPrefix=, on by default)
 _SYSLOG_PRIORITY = {"CRITICAL": 2, "ERROR": 3, "WARNING": 4, "INFO": 6, "DEBUG": 7}
@@ -124,7 +127,10 @@ class RepeatLimiter:
 
     Two records are the same line when logger, level, message template and every argument and
     ``extra`` value match, except floats: a retry delay or a rate may vary between repeats, while
-    strings and integers (task ids, input indexes, error texts) tell different events apart.
+    strings and integers (task ids, input indexes, error texts) tell different events apart. A
+    caller that knows better names the run with ``extra={REPEAT_GROUP: name}``: records of one
+    logger and level with the same group are the same line whatever their arguments (e.g. foreign
+    code failing on every frame with a different message each time).
     """
 
     def __init__(self, window_s: float = DEFAULT_REPEAT_WINDOW_S, clock: Callable[[], float] = time.monotonic):
@@ -137,6 +143,9 @@ class RepeatLimiter:
 
     @staticmethod
     def key(record: logging.LogRecord) -> Hashable:
+        group = getattr(record, REPEAT_GROUP, None)
+        if group is not None:
+            return record.name, record.levelno, REPEAT_GROUP, str(group)
         args = record.args
         values: list[tuple[str, Any]] = []
         if isinstance(args, Mapping):

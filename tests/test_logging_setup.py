@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.logging_setup import AgentLogHandler, RepeatLimiter, configure_logging
+from agent.logging_setup import REPEAT_GROUP, AgentLogHandler, RepeatLimiter, configure_logging
 from agent.redact import secrets
 
 
@@ -262,6 +262,23 @@ def test_different_subjects_are_not_repeats_but_varying_floats_are(clock: FakeCl
         "task created", "task a started", "task created", "task b started", "task created", "task c started",
         "reconnecting in 0.5 s", "reconnecting in 8.0 s",
     ]
+
+
+def test_a_named_group_is_one_run_whatever_its_arguments(clock: FakeClock) -> None:
+    out, _ = setup("json", clock)
+    log = logging.getLogger("agent.algorithms.runner")
+    for n in range(10):
+        log.warning("task %s failed: %s", "a", f"bad frame {n}", extra={REPEAT_GROUP: "a failed"})
+        clock.now += 1.0
+    log.warning("task %s failed: %s", "b", "bad frame 0", extra={REPEAT_GROUP: "b failed"})
+    log.error("task %s failed: %s", "a", "bad frame 10", extra={REPEAT_GROUP: "a failed"})  # another level
+    clock.now += 60.0
+    log.info("done")
+    assert [r["message"] for r in records(out)] == [
+        "task a failed: bad frame 0", "task b failed: bad frame 0", "task a failed: bad frame 10",
+        "task a failed: bad frame 9 (repeated 9 times in 9 s)", "done",
+    ]
+    assert all(REPEAT_GROUP not in r for r in records(out))  # an instruction to the limiter, not a field
 
 
 def test_window_must_be_positive() -> None:

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from agent.algorithms.base import Algorithm
 from agent.algorithms.event import Event
 from agent.histogram import LatencyHistogram
+from agent.logging_setup import REPEAT_GROUP
 from agent.redact import mask_text
 from agent.sources.frame import Frame
 
-# Upper bounds (seconds) of the latency histogram, Prometheus style; +Inf is implied.
-LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Upper bounds (seconds) of one algorithm call's duration, Prometheus style; +Inf is implied. Finer at
+# the low end than the pipeline's capture → commit buckets: a cheap algorithm's call takes a few ms.
+CALL_LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +63,11 @@ class AlgorithmRunner:
         self._slow = 0
         self._last_error: str | None = None
         self._started: float | None = None
-        self._latency = LatencyHistogram(LATENCY_BUCKETS)
-        # An algorithm failing or slow on every frame would otherwise write a line per frame and input.
-        self._error_log = _LogLimiter()
-        self._slow_log = _LogLimiter()
+        self._latency = LatencyHistogram(CALL_LATENCY_BUCKETS)
+        # The log handler's repeat limiter groups these lines per task, not per text: an algorithm failing
+        # or slow on every frame, with a new message each time, must not write a line per frame.
+        self._failed_group = {REPEAT_GROUP: f"{task_id} failed"}
+        self._slow_group = {REPEAT_GROUP: f"{task_id} slow"}
 
     def process(self, frames: Mapping[int, Frame]) -> list[Event]:
         """The algorithm's events for these frames; [] when it failed (never raises)."""
@@ -127,13 +130,12 @@ class AlgorithmRunner:
                 self._last_error = error
             consecutive = self._consecutive
         name = self.algorithm.service_name
-        if slow and self._slow_log.allow(started):
-            log.warning("task %s: %s.%s on inputs %s took %.3f s (budget %.3f s)%s", self.task_id, name, what,
-                        inputs, elapsed, self.budget_s, self._slow_log.suppressed_note())
+        if slow:
+            log.warning("task %s: %s.%s on inputs %s took %.3f s (budget %.3f s)", self.task_id, name, what,
+                        inputs, elapsed, self.budget_s, extra=self._slow_group)
         if error is not None:
-            if self._error_log.allow(started):
-                log.warning("task %s: %s.%s failed on inputs %s (%d in a row): %s%s", self.task_id, name, what,
-                            inputs, consecutive, error, self._error_log.suppressed_note())
+            log.warning("task %s: %s.%s failed on inputs %s (%d in a row): %s", self.task_id, name, what,
+                        inputs, consecutive, error, extra=self._failed_group)
             if consecutive == self.max_consecutive_failures:
                 log.error("task %s: %s failed %d times in a row; the task is unhealthy", self.task_id, name,
                           consecutive)
@@ -141,30 +143,3 @@ class AlgorithmRunner:
             log.info("task %s: %s succeeded again; the task is healthy", self.task_id, name)
         return events
 
-
-class _LogLimiter:
-    """Lets the first few lines through, then one a minute, telling how many were left out."""
-
-    BURST = 5
-    INTERVAL_S = 60.0
-
-    def __init__(self) -> None:
-        self._lines = 0
-        self._quiet_until = 0.0
-        self._suppressed = 0
-        self._note = ""
-
-    def allow(self, now: float) -> bool:
-        """Called from the one worker thread only."""
-        if self._lines < self.BURST or now >= self._quiet_until:
-            self._lines += 1
-            self._note = f" ({self._suppressed} more since the last line)" if self._suppressed else ""
-            self._suppressed = 0
-            if self._lines >= self.BURST:
-                self._quiet_until = now + self.INTERVAL_S
-            return True
-        self._suppressed += 1
-        return False
-
-    def suppressed_note(self) -> str:
-        return self._note

@@ -31,7 +31,7 @@ DOWN_STATES = frozenset({StreamState.RECONNECTING, StreamState.STALLED})
 REPORT_INTERVAL_S = 5.0
 INPUT_CHECK_INTERVAL_S = 0.5
 # per analysed frame, capture → analysed and its events committed (seconds); /metrics and the capacity bench
-LATENCY_BUCKETS: tuple[float, ...] = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+CAPTURE_TO_COMMIT_BUCKETS: tuple[float, ...] = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class StartFailed(Exception):
@@ -108,7 +108,7 @@ class Pipeline:
         self._frames_processed = 0
         self._events = 0
         self._submit_errors = 0
-        self._latency = LatencyHistogram(LATENCY_BUCKETS)
+        self._latency = LatencyHistogram(CAPTURE_TO_COMMIT_BUCKETS)
         self._heartbeat = time.monotonic()
 
     # lifecycle -----------------------------------------------------------------------------------

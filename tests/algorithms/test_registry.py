@@ -17,6 +17,7 @@ import pytest
 
 from agent.algorithms import registry
 from agent.algorithms.base import ORIGIN_IMAGE
+from agent.algorithms.event import Event
 from agent.algorithms.face import FaceDetection
 from agent.algorithms.intrusion import IntrusionDetection
 from agent.sources.frame import Frame
@@ -33,10 +34,23 @@ def rejected(service_name: str, version: str, common: dict[str, object]) -> ApiE
 
 
 def test_every_built_in_runs_with_an_empty_config() -> None:
-    for name in BUILT_IN_NAMES:
-        registry.validate_task(name, "1.0", {})
+    # 15 s of a dark picture (too dark for the quality check), then a bright box walks in (an intrusion);
+    # no face anywhere, so the face detector must stay quiet
+    dark = np.zeros((120, 160, 3), np.uint8)
+    intruder = dark.copy()
+    intruder[30:90, 40:120] = 255
+    scene = [Frame.from_bgr(dark if n < 20 else intruder, pts=n, stream_time=n / 2, captured_at=1000 + n / 2)
+             for n in range(30)]
+    reports = {"intrusion-detection": True, "video-quality-diagnosis": True, "face-detection": False}
+    assert set(reports) == BUILT_IN_NAMES
+    for name, reports_something in reports.items():
+        registry.validate_task(name, "1.0", {})  # raises ApiError when an empty config is refused
         algorithm = registry.create(name, "1.0", {})
-        assert algorithm.service_name == name and algorithm.version == "1.0" and algorithm.fps > 0
+        assert algorithm.service_name == name and algorithm.version == "1.0"
+        assert algorithm.config == type(algorithm).Config()  # every key at its default
+        events = [event for frame in scene for event in algorithm.process({0: frame})]
+        assert all(isinstance(event, Event) and event.event_type == algorithm.event_type for event in events)
+        assert bool(events) is reports_something, f"{name}: {events}"
 
 
 def test_unknown_service_name_is_invalid_object_naming_the_field() -> None:

@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
+import io
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import pytest
 
 from agent.algorithms.base import Algorithm, AlgorithmConfig
 from agent.algorithms.event import Event
-from agent.algorithms.runner import LATENCY_BUCKETS, AlgorithmRunner
+from agent.algorithms.runner import CALL_LATENCY_BUCKETS, AlgorithmRunner
+from agent.logging_setup import configure_logging
 from agent.redact import secrets
 from agent.sources.frame import Frame
+from tests.waiting import wait_until
 
 
 def frame(index: int = 0) -> Frame:
     return Frame.from_bgr(np.zeros((48, 64, 3), np.uint8), input_index=index)
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def agent_log() -> Iterator[tuple[io.StringIO, FakeClock]]:
+    """The agent's own log handler (the one that rate-limits repeats) writing text lines to a buffer."""
+    root = logging.getLogger()
+    level = root.level
+    out, clock = io.StringIO(), FakeClock()
+    handler = configure_logging("INFO", "text", stream=out, clock=clock)
+    yield out, clock
+    root.removeHandler(handler)
+    handler.close()
+    root.setLevel(level)
+    logging.captureWarnings(False)
+
+
 class Scripted(Algorithm):
-    """Does per call what the test scripted: raise, sleep, or return something."""
+    """Does per call what the test scripted: raise, sleep, block until an event is set, or return something."""
 
     service_name = "scripted"
     versions = ("1.0",)
@@ -40,6 +65,9 @@ class Scripted(Algorithm):
             raise action
         if isinstance(action, float):
             time.sleep(action)
+            action = "ok"
+        if isinstance(action, threading.Event):  # a call that lasts until the test ends it
+            action.wait(30)
             action = "ok"
         if action == "ok":
             return [Event(1, i, f.info, ({"n": self.calls},)) for i, f in frames.items()]
@@ -111,11 +139,14 @@ def test_slow_calls_are_counted_and_logged_but_their_events_kept(caplog: pytest.
 
 
 def test_a_call_in_progress_is_visible_to_another_thread() -> None:
-    runner = AlgorithmRunner(Scripted([0.8]), "t", budget_s=0.1)
+    release = threading.Event()
+    runner = AlgorithmRunner(Scripted([release]), "t", budget_s=0.1)
     worker = threading.Thread(target=runner.process, args=({0: frame()},), name="test-slow-algorithm")
     worker.start()
-    time.sleep(0.3)
-    assert runner.status().in_call_s >= 0.2
+    try:
+        wait_until(lambda: runner.status().in_call_s >= 0.2, 10, "the running call to show in the status")
+    finally:
+        release.set()
     worker.join(timeout=10)
     assert runner.status().in_call_s == 0.0
 
@@ -125,7 +156,7 @@ def test_latency_histogram_is_cumulative_and_ends_with_infinity() -> None:
     for _ in range(3):
         runner.process({0: frame()})
     buckets = runner.status().latency_buckets
-    assert [bound for bound, _ in buckets] == [*LATENCY_BUCKETS, float("inf")]
+    assert [bound for bound, _ in buckets] == [*CALL_LATENCY_BUCKETS, float("inf")]
     counts = [count for _, count in buckets]
     assert counts == sorted(counts) and counts[-1] == 3
     assert dict(buckets)[0.025] <= 2  # the 30 ms call is above that bound
@@ -147,22 +178,26 @@ def test_bad_limits_are_refused() -> None:
         AlgorithmRunner(Scripted([]), "t", budget_s=0)
 
 
-def test_a_failure_on_every_frame_does_not_flood_the_log(caplog: pytest.LogCaptureFixture) -> None:
-    runner = AlgorithmRunner(Scripted([RuntimeError("always")] * 50), "t-flood", max_consecutive_failures=3)
-    with caplog.at_level(logging.WARNING, logger="agent.algorithms.runner"):
-        for _ in range(50):
-            runner.process({0: frame()})
-    failure_lines = [r for r in caplog.records if "failed on inputs" in r.getMessage()]
-    assert len(failure_lines) == 5  # the first few, then at most one a minute
+def test_a_failure_on_every_frame_does_not_flood_the_log(agent_log: tuple[io.StringIO, FakeClock]) -> None:
+    out, clock = agent_log
+    failures = [RuntimeError(f"bad frame {n}") for n in range(50)]  # a new message every time
+    runner = AlgorithmRunner(Scripted(list(failures)), "t-flood", max_consecutive_failures=3)
+    for _ in range(50):
+        runner.process({0: frame()})
+        clock.now += 0.2
+    failure_lines = [line for line in out.getvalue().splitlines() if "failed on inputs" in line]
+    assert len(failure_lines) == 1 and "bad frame 0" in failure_lines[0]
     assert runner.status().failures == 50
-    assert sum("in a row; the task is unhealthy" in r.getMessage() for r in caplog.records) == 1
+    assert sum("in a row; the task is unhealthy" in line for line in out.getvalue().splitlines()) == 1
+    clock.now += 60.0
+    runner.process({0: frame()})  # a success is another line: it writes the summary of the run first
+    summary = [line for line in out.getvalue().splitlines() if "failed on inputs" in line][1]
+    assert "bad frame 49" in summary and "(repeated 49 times in 10 s)" in summary
 
 
-def test_log_limiter_lets_a_line_through_each_minute_with_the_count_left_out() -> None:
-    from agent.algorithms.runner import _LogLimiter
-
-    limiter = _LogLimiter()
-    assert all(limiter.allow(float(t)) for t in range(5))
-    assert not any(limiter.allow(t + 5.0) for t in range(10))
-    assert limiter.allow(4.0 + 60.0) and limiter.suppressed_note() == " (10 more since the last line)"
-    assert not limiter.allow(65.0)
+def test_another_task_failing_is_not_a_repeat(agent_log: tuple[io.StringIO, FakeClock]) -> None:
+    out, _ = agent_log
+    for task in ("t-a", "t-b"):
+        AlgorithmRunner(Scripted([RuntimeError("same")]), task).process({0: frame()})
+    failure_lines = [line for line in out.getvalue().splitlines() if "failed on inputs" in line]
+    assert [("t-a" in line, "t-b" in line) for line in failure_lines] == [(True, False), (False, True)]

@@ -9,6 +9,7 @@ import pytest
 from agent.outputs.mqtt_sink import MqttEventSink, events_client_id, events_topic
 from tests.fixtures.mosquitto import Broker
 from tests.outputs.support import make_settings
+from tests.waiting import wait_until
 
 
 def test_topic_and_client_id(tmp_path: Path) -> None:
@@ -30,16 +31,15 @@ def test_publish_is_acked_by_the_broker(tmp_path: Path, mosquitto: Broker, subsc
     sink = MqttEventSink(settings)
     sink.start()
     try:
-        deadline = time.monotonic() + 10
-        while not sink.connected:
-            assert time.monotonic() < deadline, "events connection did not come up"
-            time.sleep(0.05)
+        wait_until(lambda: sink.connected, 10, "the events connection")
         mids = {sink.publish(topic, b'{"n":%d}' % n) for n in range(10)}
         acked: set[int] = set()
-        while not mids <= acked:
-            assert time.monotonic() < deadline + 10, "no PUBACK"
-            acked |= {ack.mid for ack in sink.take_acks() if ack.failure is None}
-            time.sleep(0.02)
+
+        def all_acked() -> bool:
+            acked.update(ack.mid for ack in sink.take_acks() if ack.failure is None)  # take_acks hands each once
+            return mids <= acked
+
+        wait_until(all_acked, 10, "a PUBACK for every publish")
         got = subscriber.wait_for(lambda m: len(m) >= 10, timeout=10)
         assert [payload["n"] for _, payload in got] == list(range(10))
     finally:
@@ -53,12 +53,9 @@ def test_a_broker_that_is_down_is_not_fatal(tmp_path: Path, private_mosquitto: B
     sink = MqttEventSink(make_settings(tmp_path, private_mosquitto), reconnect_max_s=1)
     sink.start()
     try:
-        time.sleep(0.5)
+        time.sleep(0.5)  # the scene: the broker stays away while the sink makes its first attempts
         assert not sink.connected
         private_mosquitto.start()
-        deadline = time.monotonic() + 15
-        while not sink.connected:
-            assert time.monotonic() < deadline, "did not connect once the broker came up"
-            time.sleep(0.05)
+        wait_until(lambda: sink.connected, 15, "the connection once the broker came up")
     finally:
         sink.stop()

@@ -222,7 +222,7 @@ def test_a_slow_webhook_does_not_hold_back_another_tasks_webhook(tmp_path: Path,
         router.start()
         router.submit(TASK_ID, "svc", webhook_output(webhook_receiver.url), ["cam"],
                       [make_event(n) for n in range(3)])
-        time.sleep(0.5)  # a worker is inside the slow lane's first 6 s request
+        wait_until(lambda: webhook_receiver.connections >= 1, 10, "a worker inside the slow lane's first request")
         router.submit("f" * 32, "svc", webhook_output(fast.url), ["cam"], [make_event(n) for n in range(5)])
         # well before the slow request ends: another worker served the fast task
         assert seqs(fast.wait_for(5, timeout=3)) == [0, 1, 2, 3, 4]
@@ -301,6 +301,7 @@ def test_broker_outage_short(private_mosquitto: Broker, tmp_path: Path, make_rou
 
 
 @pytest.mark.integration
+@pytest.mark.slow
 def test_broker_outage_30_s(private_mosquitto: Broker, tmp_path: Path, make_router: Any,
                             subscriber_factory: Any) -> None:
     _broker_outage(private_mosquitto, tmp_path, make_router, subscriber_factory, outage_s=30)

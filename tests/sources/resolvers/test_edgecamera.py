@@ -20,6 +20,7 @@ from agent.tasks.model import TaskInputData
 from tests.fixtures.edgecore import Device, EdgeCore
 from tests.fixtures.mosquitto import Broker
 from tests.fixtures.ports import free_port
+from tests.waiting import wait_until
 
 
 def ref(camera_id: str, task_id: str = "task-a", index: int = 0) -> InputRef:
@@ -186,10 +187,11 @@ def test_url_changes_trigger_on_change_for_every_watching_input(
     stop_first = resolver.watch(ref("cam-1", "task-a"), first)
     resolver.watch(ref("cam-1", "task-b"), second)
     # the SUBSCRIBEs travel asynchronously: announce until both inputs heard it (a repeat is no change)
-    deadline = time.monotonic() + 10
-    while not (first.reasons and second.reasons) and time.monotonic() < deadline:
+    def both_heard() -> bool:
         edgecore.publish_attribute_update("cam-1", "rtsp://10.1.1.1/b")
-        first.wait_for(1, timeout=0.2)
+        return bool(first.reasons and second.reasons)
+
+    wait_until(both_heard, 10, "both inputs to hear the change", interval=0.2)
     assert first.reasons == ["edgecamera cam-1: the rtsp URL changed ($hw/events/device/cam-1/updated)"]
     assert len(second.reasons) == 1
     assert resolver.resolve(ref("cam-1", "task-a")).url == "rtsp://10.1.1.1/b"
@@ -225,14 +227,13 @@ def test_lookups_and_watches_survive_a_broker_restart(private_mosquitto: Broker)
         core = EdgeCore(private_mosquitto, node_id=core.node_id, devices=core.devices)
         core.start()
         # the twin client reconnects on its own (paho backoff 1-60 s); the lookup waits up to its timeout
-        deadline = time.monotonic() + 30
-        while True:
+        def resolved() -> str | None:
             try:
-                assert resolver.resolve(ref("cam-1")).url == "rtsp://10.1.1.1/a"
-                break
+                return resolver.resolve(ref("cam-1")).url
             except ResolveError:
-                if time.monotonic() > deadline:
-                    raise
+                return None
+
+        assert wait_until(resolved, 30, "a lookup after the broker restart", interval=0) == "rtsp://10.1.1.1/a"
         core.publish_attribute_update("cam-1", "rtsp://10.1.1.1/b")
         assert changes.wait_for(1)
     finally:

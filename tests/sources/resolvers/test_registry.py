@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from tests.fixtures.ports import free_port
 from tests.fixtures.restful import LookupServer
 from tests.fixtures.vcn import VcnPlatform
 from tests.sources.resolvers.helpers import settings, spec
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -110,13 +110,13 @@ def test_edgecamera_watch_reaches_the_pipeline_and_survives_a_failing_handler(
         resolvers.check(task)  # with MQTT, unknown-locally ids are fine: the twin decides
         assert resolvers.resolver_for(task, "t1", 0)().url == "rtsp://10.2.2.2/a"
         resolvers.watch(task, "t1", 0, on_change)
-        deadline = time.monotonic() + 10
-        while not heard and time.monotonic() < deadline:
-            edgecore.publish_attribute_update("cam-9", "rtsp://10.2.2.2/b")
-            time.sleep(0.1)
+        def first_change_heard() -> bool:
+            edgecore.publish_attribute_update("cam-9", "rtsp://10.2.2.2/b")  # until the SUBSCRIBE is in place
+            return bool(heard)
+
+        wait_until(first_change_heard, 10, "the attribute change", interval=0.1)
         edgecore.publish_twin_update("cam-9", "rtsp://10.2.2.2/c")
-        while len(heard) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(heard) >= 2, 10, "the twin change after the handler raised")
         assert len(heard) == 2  # the first handler error did not stop deliveries
         assert resolvers.resolver_for(task, "t1", 0)().url == "rtsp://10.2.2.2/b"  # attribute before twin
     finally:

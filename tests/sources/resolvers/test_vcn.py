@@ -12,6 +12,7 @@ from agent.sources.resolvers.vcn import VcnResolver, tls_verify
 from agent.tasks.errors import ApiError
 from agent.tasks.model import TaskInputData, TaskInputVcn
 from tests.fixtures.vcn import NO_SUCH_CAMERA, WRONG_PASSWORD, TlsCert, VcnPlatform
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -116,10 +117,8 @@ def test_keepalive_keeps_the_session_and_close_logs_out(vcn_platform: VcnPlatfor
     resolver = VcnResolver(verify=False, keepalive_s=0.1)
     try:
         resolver.resolve(ref(vcn_platform))
-        deadline = time.monotonic() + 20
-        while vcn_platform.count("/common/keepAlive") < 30 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert vcn_platform.count("/common/keepAlive") >= 30  # at least 3 s: beyond the 2 s lifetime
+        # at least 3 s of keep-alives: beyond the 2 s lifetime
+        wait_until(lambda: vcn_platform.count("/common/keepAlive") >= 30, 20, "30 keep-alives", interval=0.1)
         assert resolver.resolve(ref(vcn_platform)).url == "rtsp://10.0.0.5/cam01"
         assert vcn_platform.count("/loginInfo/login/v1.0") == 1
         assert [t.name for t in threading.enumerate() if t.name.startswith("vcn-keepalive-")]
@@ -136,9 +135,7 @@ def test_keepalive_logs_in_again_when_the_session_was_lost(vcn_platform: VcnPlat
     try:
         resolver.resolve(ref(vcn_platform))
         vcn_platform.expire_sessions()
-        deadline = time.monotonic() + 20
-        while vcn_platform.live_sessions() == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: vcn_platform.live_sessions() > 0, 20, "a new session", interval=0.1)
         assert vcn_platform.live_sessions() == 1
         assert vcn_platform.count("/loginInfo/login/v1.0") == 2
     finally:
@@ -199,9 +196,7 @@ def test_keepalive_never_repeats_a_refused_login(vcn_platform: VcnPlatform) -> N
         resolver.resolve(ref(vcn_platform))
         vcn_platform.password = "Changed#On-Platform-9"
         vcn_platform.expire_sessions()
-        deadline = time.monotonic() + 20
-        while vcn_platform.count("/loginInfo/login/v1.0") < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: vcn_platform.count("/loginInfo/login/v1.0") >= 2, 20, "the second login")
         assert vcn_platform.count("/loginInfo/login/v1.0") == 2
         time.sleep(1.0)  # ten keep-alive periods in which a retrying loop would log in again
         assert vcn_platform.count("/loginInfo/login/v1.0") == 2  # repeated refusals would lock the account
