@@ -139,6 +139,24 @@ class OutboxSettings(_Section):
     synchronous: Literal["NORMAL", "FULL"] = Field("NORMAL", description="SQLite synchronous mode.")
 
 
+class RuntimeSettings(_Section):
+    workers: int | Literal["auto"] = Field(
+        "auto",
+        description="Data-plane worker processes that decode streams and run algorithms (each has its own GIL);"
+        " auto = the cores this process may use.",
+    )
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> RuntimeSettings:
+        if self.workers != "auto" and self.workers < 1:
+            raise ValueError("runtime.workers must be \"auto\" or a number >= 1")
+        return self
+
+    def worker_count(self) -> int:
+        """How many worker processes to run: ``workers``, or for auto the CPUs this process may use."""
+        return len(os.sched_getaffinity(0)) if self.workers == "auto" else self.workers
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level.")
     format: Literal["auto", "json", "text"] = Field("auto", description="auto: JSON unless on a TTY.")
@@ -167,6 +185,7 @@ class AgentSettings(BaseSettings):
     vcn: VcnSettings = Field(default_factory=lambda: VcnSettings())
     limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
     outbox: OutboxSettings = Field(default_factory=lambda: OutboxSettings())
+    runtime: RuntimeSettings = Field(default_factory=lambda: RuntimeSettings())
     log: LogSettings = Field(default_factory=lambda: LogSettings())
     video_sources: list[VideoSource] = Field(default_factory=list)
     cameras: list[Camera] = Field(default_factory=list)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin
+from types import UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -33,9 +34,15 @@ This page is generated from `agent/settings.py` by `python scripts/gen_config_do
 
 
 def _type_name(info: FieldInfo) -> str:
-    annotation = info.annotation
+    return _annotation_name(info.annotation)
+
+
+def _annotation_name(annotation: Any) -> str:
     if get_origin(annotation) is Literal:
         return " or ".join(f"`{choice}`" for choice in get_args(annotation))
+    if get_origin(annotation) in (Union, UnionType) and any(get_origin(a) is Literal for a in get_args(annotation)):
+        # e.g. int | Literal["auto"]: name the choices, not "Union"
+        return " or ".join(_annotation_name(part) for part in get_args(annotation))
     text = getattr(annotation, "__name__", None) or str(annotation)
     return text.replace("typing.", "").replace("pathlib.", "").replace("pydantic.types.", "")
 

@@ -98,6 +98,11 @@ def validate_task(service_name: str, service_version: str, common: dict[str, Any
     _config(_lookup(service_name, service_version), common)
 
 
+def analysis_fps(service_name: str, service_version: str, common: dict[str, Any]) -> float:
+    """Frames per second a task of this algorithm analyses per input (raises ApiError like validate_task)."""
+    return _config(_lookup(service_name, service_version), common).fps
+
+
 def create(service_name: str, service_version: str, common: dict[str, Any], *,
            data_categories: Collection[str] = ()) -> Algorithm:
     """A fresh instance for one task. ``data_categories``: the union of the task's outputs' data_category."""

@@ -18,6 +18,7 @@ from agent.runtime import sdnotify
 from agent.runtime.checks import static_checks
 from agent.runtime.metrics import MetricsEndpoint, MetricSources
 from agent.runtime.supervisor import Supervisor, utc_now
+from agent.runtime.workers import WorkerPool
 from agent.settings import AgentSettings
 from agent.sources.resolvers.registry import ResolverSet
 from agent.tasks.service import TaskService
@@ -40,11 +41,11 @@ class AgentRuntime:
         self.service = TaskService(self.store, checks=checks,
                                    max_tasks=settings.limits.max_tasks, max_inputs=settings.limits.max_inputs)
         self.router = ResultRouter(settings)
-        self.supervisor = Supervisor(settings, self.service, self.resolvers, self.router, checks=checks,
-                                     clock=clock, realtime_files=realtime_files)
+        self.workers = WorkerPool(settings, self.router, self.resolvers, realtime_files=realtime_files)
+        self.supervisor = Supervisor(self.service, self.workers, checks=checks, clock=clock)
         self.metrics = MetricsEndpoint(MetricSources(
             node_id=settings.node_id, started_at=self.started_at, healthy=self.healthy,
-            pipelines=self.supervisor.pipelines, router=self.router.status,
+            pipelines=self.supervisor.pipelines, router=self.router.status, workers=self.workers.workers,
             control_connected=lambda: None if self.mqtt_control is None else self.mqtt_control.connected))
         app = create_app(self.service, token, extra_status=self._health, dead_letters=self.router.dead_letters,
                          metrics=self.metrics.render)
@@ -82,6 +83,7 @@ class AgentRuntime:
 
     def start(self) -> None:
         self.router.start()
+        self.workers.start()
         self.supervisor.start()
         self.supervisor.wait_idle(timeout=10.0)
         self.api.start()
@@ -104,7 +106,7 @@ class AgentRuntime:
             self.watchdog.join(5.0)
         if self.mqtt_control is not None:  # before the store closes: it answers from the store
             self.mqtt_control.stop(timeout=3.0)
-        self.supervisor.stop()
+        self.supervisor.stop()  # stops the workers, their last events committed
         self.router.stop(timeout=2.0)
         self.resolvers.close()
         self.api.stop(timeout=2.0)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import (
@@ -31,6 +31,7 @@ from agent import __version__
 from agent.outputs.router import RouterStatus
 from agent.redact import mask_text
 from agent.runtime.pipeline import PipelineStatus
+from agent.runtime.workers import WorkerInfo
 from agent.sources.stream import StreamState
 from agent.tasks.model import TaskState
 
@@ -51,6 +52,7 @@ class MetricSources:
     pipelines: Callable[[], Sequence[PipelineStatus]]
     router: Callable[[], RouterStatus]
     control_connected: Callable[[], bool | None]  # None: no [mqtt], no control channel
+    workers: Callable[[], Sequence[WorkerInfo]] = field(default=lambda: ())  # the data-plane processes
 
 
 def _buckets(cumulative: Iterable[tuple[float, int]]) -> list[tuple[str, float]]:
@@ -64,7 +66,7 @@ class AgentCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         yield from self._agent()
-        for part in (self._pipelines, self._outbox):
+        for part in (self._pipelines, self._workers, self._outbox):
             try:
                 families = list(part())
             except Exception as exc:  # one failing part must not empty the whole scrape
@@ -143,6 +145,8 @@ class AgentCollector(Collector):
                                          labels=INPUT_LABELS)
         stalls = CounterMetricFamily(f"{PREFIX}_input_stalls", "Times the source sent nothing for too long.",
                                      labels=INPUT_LABELS)
+        task_worker = GaugeMetricFamily(f"{PREFIX}_task_worker", "1 for the worker process running the task.",
+                                        labels=("task_id", "worker"))
         keyframe_only = GaugeMetricFamily(f"{PREFIX}_input_keyframe_only",
                                           "1 while only keyframes are decoded (wanted fps ≤ keyframe rate).",
                                           labels=INPUT_LABELS)
@@ -162,6 +166,8 @@ class AgentCollector(Collector):
             algorithm_ok.add_metric(task, 1.0 if runner.healthy else 0.0)
             algorithm_latency.add_metric(task, _buckets(runner.latency_buckets), runner.latency_sum)
             commit_latency.add_metric(task, _buckets(status.latency_buckets), status.latency_sum)
+            if status.worker is not None:
+                task_worker.add_metric((status.task_id, str(status.worker)), 1.0)
             for stream in status.inputs:
                 labels = (status.task_id, str(stream.input_index))
                 fps_in.add_metric(labels, stream.fps_in)
@@ -177,8 +183,30 @@ class AgentCollector(Collector):
                     input_state.add_metric((*labels, stream_state.value),
                                            1.0 if stream_state is stream.state else 0.0)
         yield from (running, task_state, events, frames, submit_errors, failures, slow, algorithm_ok,
-                    algorithm_latency, commit_latency, fps_in, fps_out, decoded, sampled, dropped, decode_errors,
-                    reconnects, stalls, keyframe_only, input_state)
+                    algorithm_latency, commit_latency, task_worker, fps_in, fps_out, decoded, sampled, dropped,
+                    decode_errors, reconnects, stalls, keyframe_only, input_state)
+
+    # the data-plane worker processes ----------------------------------------------------------------
+    def _workers(self) -> Iterable[Metric]:
+        labels = ("worker",)
+        up = GaugeMetricFamily(f"{PREFIX}_worker_up", "1 while the worker process is alive.", labels=labels)
+        cpu = CounterMetricFamily(f"{PREFIX}_worker_cpu_seconds", "CPU time (user + system) of the worker process.",
+                                  labels=labels)
+        rss = GaugeMetricFamily(f"{PREFIX}_worker_resident_memory_bytes", "Resident memory of the worker process.",
+                                labels=labels)
+        tasks = GaugeMetricFamily(f"{PREFIX}_worker_tasks", "Tasks running on the worker.", labels=labels)
+        restarts = CounterMetricFamily(f"{PREFIX}_worker_restarts", "Replacements started after the worker died.",
+                                       labels=labels)
+        for worker in self._sources.workers():
+            label = (str(worker.index),)
+            up.add_metric(label, 1.0 if worker.alive else 0.0)
+            tasks.add_metric(label, len(worker.tasks))
+            restarts.add_metric(label, worker.restarts)
+            if worker.cpu_seconds is not None:
+                cpu.add_metric(label, worker.cpu_seconds)
+            if worker.rss_bytes is not None:
+                rss.add_metric(label, worker.rss_bytes)
+        yield from (up, cpu, rss, tasks, restarts)
 
     # the outbox and its sinks ---------------------------------------------------------------------------
     def _outbox(self) -> Iterable[Metric]:

@@ -1,8 +1,10 @@
-"""One running task: its input streams, the algorithm worker, and the hand-over to the outbox.
+"""One running task: its input streams, the algorithm worker, and the hand-over of its events.
 
-Threads: one per input stream (inside VideoStream) and one worker that takes the newest sampled frame
-of every input, runs the algorithm and commits the events. The worker never queues frames: a slow
-algorithm makes the streams' slots overwrite (and count) frames instead of building latency.
+It runs inside a data-plane worker process (runtime/worker.py). Threads: one per input stream (inside
+VideoStream) and one worker that takes the newest sampled frame of every input, runs the algorithm and
+commits the events through ``commit``, which returns once the main process has them in the outbox. The
+worker never queues frames: a slow algorithm or a slow commit makes the streams' slots overwrite (and
+count) frames instead of building latency.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from agent.algorithms import registry
 from agent.algorithms.event import Event
 from agent.algorithms.runner import AlgorithmRunner, RunnerStatus
 from agent.histogram import LatencyHistogram
-from agent.outputs.router import ResultRouter
 from agent.redact import mask_text
 from agent.settings import StreamSettings
-from agent.sources.resolvers.registry import ResolverSet, source_id_of
 from agent.sources.stream import StreamState, StreamStatus, VideoStream
+from agent.sources.target import StreamTarget
 from agent.tasks.model import TaskState
 from agent.tasks.store import TaskRecord
 
@@ -52,6 +53,7 @@ class PipelineStatus:
     latency_buckets: tuple[tuple[float, int], ...]  # per frame, capture → committed; cumulative, ends with +Inf
     latency_sum: float
     latency_count: int
+    worker: int | None = None  # the worker process running it (set by the main process)
 
 
 def input_summary(status: StreamStatus) -> dict[str, object]:
@@ -69,16 +71,22 @@ def input_summary(status: StreamStatus) -> dict[str, object]:
     }
 
 
+Resolve = Callable[[], StreamTarget]
+
+
 class Pipeline:
-    def __init__(self, record: TaskRecord, stream_settings: StreamSettings, resolvers: ResolverSet,
-                 router: ResultRouter, on_report: Callable[[PipelineStatus], None], *,
-                 realtime_files: bool = True) -> None:
+    """``resolver_for(index)`` gives the callable input ``index``'s stream resolves its target with on
+    every (re)connect; ``commit(events)`` returns once they are durable and raises when they are not."""
+
+    def __init__(self, record: TaskRecord, stream_settings: StreamSettings, resolver_for: Callable[[int], Resolve],
+                 commit: Callable[[Sequence[Event]], None], on_report: Callable[[PipelineStatus], None], *,
+                 realtime_files: bool = True, report_interval_s: float = REPORT_INTERVAL_S) -> None:
         spec = record.spec
         self.task_id = record.id
         self.service_name = record.service_name
-        self._spec = spec
-        self._router = router
+        self._commit_events = commit
         self._on_report = on_report
+        self._report_interval_s = report_interval_s
         categories: set[str] = set()
         if spec.output.webhook is not None:
             categories |= set(spec.output.webhook.data_category or ())
@@ -90,17 +98,12 @@ class Pipeline:
             raise StartFailed(f"cannot load algorithm {record.service_name} {spec.service_version}: "
                               f"{mask_text(detail)}") from None
         self._runner = AlgorithmRunner(algorithm, record.id)
-        self._stream_ids = [source_id_of(spec.input.type, spec, i) for i in range(len(spec.input.data))]
         self._wakeup = threading.Event()
-        self._streams: list[VideoStream] = []
-        self._unwatch: list[Callable[[], None]] = []
         backend = algorithm.config.backend  # per task, from config.common; None = the agent's stream.backend
-        for index in range(len(spec.input.data)):
-            stream = VideoStream(index, resolvers.resolver_for(spec, record.id, index), stream_settings,
-                                 algorithm.fps, backend=backend, realtime_files=realtime_files,
-                                 wakeup=self._wakeup, name=f"stream-{record.id[:8]}-{index}")
-            self._streams.append(stream)
-            self._unwatch.append(resolvers.watch(spec, record.id, index, stream.request_reconnect))
+        self._streams = [VideoStream(index, resolver_for(index), stream_settings, algorithm.fps, backend=backend,
+                                     realtime_files=realtime_files, wakeup=self._wakeup,
+                                     name=f"stream-{record.id[:8]}-{index}")
+                         for index in range(len(spec.input.data))]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name=f"worker-{record.id[:8]}", daemon=True)
         self._lock = threading.Lock()
@@ -118,18 +121,17 @@ class Pipeline:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close the streams, let the worker commit what it holds, release watches."""
+        """Close the streams and let the worker commit what it holds."""
         deadline = time.monotonic() + timeout
         self._stop.set()
         self._wakeup.set()
         for stream in self._streams:
             stream.stop(max(0.1, (deadline - time.monotonic()) / 2))
         self._thread.join(max(0.1, deadline - time.monotonic()))
-        for unwatch in self._unwatch:
-            try:
-                unwatch()
-            except Exception as exc:  # an unsubscribe failing must not stop the task from stopping
-                log.warning("task %s: unwatch failed: %s", self.task_id, mask_text(repr(exc)))
+
+    def request_reconnect(self, input_index: int, reason: str) -> None:
+        """Input ``input_index`` must connect again, resolving its target anew (its URL changed)."""
+        self._streams[input_index].request_reconnect(reason)
 
     @property
     def alive(self) -> bool:
@@ -159,7 +161,7 @@ class Pipeline:
             if frames:
                 self._count_frames(frame.info.captured_at for frame in frames.values())
             if time.monotonic() >= next_report:
-                next_report = time.monotonic() + REPORT_INTERVAL_S
+                next_report = time.monotonic() + self._report_interval_s
                 self._report()
         self._report()
 
@@ -179,7 +181,7 @@ class Pipeline:
 
     def _commit(self, events: Sequence[Event]) -> None:
         try:
-            self._router.submit(self.task_id, self.service_name, self._spec.output, self._stream_ids, events)
+            self._commit_events(events)
         except Exception as exc:  # e.g. a full disk: count it, say it, keep analysing
             with self._lock:
                 self._submit_errors += 1

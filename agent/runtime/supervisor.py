@@ -2,6 +2,8 @@
 
 One thread does all starting and stopping, so REST and MQTT requests return at once and two changes
 to one task can never race. Schedules are followed with a timer to the next boundary (no polling).
+The pipelines run in the worker processes of a ``WorkerPool``; when a worker dies its tasks show
+ABNORMAL with the reason until they run again on its replacement.
 """
 
 from __future__ import annotations
@@ -14,11 +16,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.outputs.router import ResultRouter
 from agent.redact import mask_text
-from agent.runtime.pipeline import Pipeline, PipelineStatus, StartFailed, input_summary
-from agent.settings import AgentSettings
-from agent.sources.resolvers.registry import ResolverSet
+from agent.runtime.pipeline import PipelineStatus, StartFailed, input_summary
+from agent.runtime.workers import TaskRun, WorkerPool
 from agent.tasks.errors import ApiError
 from agent.tasks.model import TaskSpec, TaskState
 from agent.tasks.schedule import schedule_status
@@ -28,6 +28,7 @@ from agent.tasks.store import Desired, TaskError, TaskRecord
 log = logging.getLogger(__name__)
 
 HEARTBEAT_S = 5.0
+REPORT_EVERY_S = 5.0  # a running task's fps and counters reach its state (and MQTT) this often
 STOP_TIMEOUT_S = 8.0  # SIGTERM → exit within systemd's 10 s, streams closed, events committed
 _ALL = "*"
 
@@ -37,27 +38,25 @@ def utc_now() -> datetime:
 
 
 class Supervisor:
-    def __init__(self, settings: AgentSettings, service: TaskService, resolvers: ResolverSet,
-                 router: ResultRouter, *, checks: Sequence[SpecCheck] = (),
-                 clock: Callable[[], datetime] = utc_now, realtime_files: bool = True) -> None:
-        self._settings = settings
+    def __init__(self, service: TaskService, pool: WorkerPool, *, checks: Sequence[SpecCheck] = (),
+                 clock: Callable[[], datetime] = utc_now) -> None:
         self._checks = list(checks)
         self._service = service
-        self._resolvers = resolvers
-        self._router = router
+        self._pool = pool
         self._clock = clock
-        self._realtime_files = realtime_files
         self._pending: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._pipelines: dict[str, tuple[Pipeline, TaskSpec]] = {}
+        self._pipelines: dict[str, tuple[TaskRun, TaskSpec]] = {}
+        self._recovering: set[str] = set()  # tasks whose worker died: ABNORMAL until they run again
         self._next_change: dict[str, datetime] = {}
         self._heartbeat = time.monotonic()
         self._busy = threading.Event()
         # held while a pipeline reports and while one is retired: no report lands after its retirement
         self._report_lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="supervisor", daemon=True)
+        pool.set_loss_handler(self._on_worker_lost)
 
     # lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -80,15 +79,9 @@ class Supervisor:
         self._wake.set()
         self._thread.join(timeout / 4)
         with self._lock:
-            pipelines = list(self._pipelines.values())
             self._pipelines.clear()
-        stoppers = [threading.Thread(target=p.stop, args=(timeout / 2,), name=f"stop-{p.task_id[:8]}")
-                    for p, _ in pipelines]
-        for stopper in stoppers:
-            stopper.start()
-        deadline = time.monotonic() + timeout * 3 / 4
-        for stopper in stoppers:
-            stopper.join(max(0.0, deadline - time.monotonic()))
+        # every worker stops its pipelines in parallel, their last events committed
+        self._pool.stop(timeout * 3 / 4)
         # The desired state stays as the user set it: RUNNING tasks start again on the next start-up.
 
     def wake(self) -> None:
@@ -139,7 +132,7 @@ class Supervisor:
         while not self._pending.empty():
             task_id = self._pending.get()
             if task_id == _ALL:
-                ids += [record.id for record in self._service.store.all()]
+                ids += [record.id for record in self._service.records()]
             else:
                 ids.append(task_id)
         now = self._clock()
@@ -160,7 +153,7 @@ class Supervisor:
 
     # reconciliation --------------------------------------------------------------------------------
     def _reconcile(self, task_id: str) -> None:
-        record = self._service.store.get(task_id)
+        record = self._service.record(task_id)
         with self._lock:
             current = self._pipelines.get(task_id)
         if record is None:
@@ -208,8 +201,9 @@ class Supervisor:
         return status.active, sched
 
     def _launch(self, record: TaskRecord, sched: dict[str, Any] | None) -> None:
-        self._service.report(record.id, state=TaskState.STARTING, status="starting", error=None,
-                             schedule_status=sched if sched is not None else "keep")
+        if record.id not in self._recovering:  # after a worker died, its reason shows until the task runs
+            self._service.report(record.id, state=TaskState.STARTING, status="starting", error=None,
+                                 schedule_status=sched if sched is not None else "keep")
         try:
             # what was valid at create time may not be now: the agent's config changed, a file went away
             for check in self._checks:
@@ -219,18 +213,18 @@ class Supervisor:
             self._start_failed(record.id, f"cannot start {record.service_name} {record.spec.service_version}: "
                                           f"{reason}. {exc.advice}".strip())
             return
-        owner: list[Pipeline] = []
+        owner: list[TaskRun] = []
         try:
-            pipeline = Pipeline(record, self._settings.stream, self._resolvers, self._router,
-                                self._reporter(record.id, owner), realtime_files=self._realtime_files)
+            run = self._pool.launch(record, self._reporter(record.id, owner))
         except StartFailed as exc:
+            self._recovering.discard(record.id)
             self._start_failed(record.id, str(exc))
             return
-        owner.append(pipeline)
-        with self._lock:
-            self._pipelines[record.id] = (pipeline, record.spec)
-        pipeline.start()
-        log.info("task %s started with %d input(s)", record.id, len(record.spec.input.data))
+        with self._report_lock, self._lock:
+            owner.append(run)
+            self._pipelines[record.id] = (run, record.spec)
+        log.info("task %s started with %d input(s) on worker %d", record.id, len(record.spec.input.data),
+                 run.worker)
 
     def _start_failed(self, task_id: str, reason: str) -> None:
         log.error("task %s cannot start: %s", task_id, reason)
@@ -240,11 +234,27 @@ class Supervisor:
     def _retire(self, task_id: str) -> None:
         with self._report_lock, self._lock:
             entry = self._pipelines.pop(task_id, None)
+        self._recovering.discard(task_id)
         if entry is not None:
-            entry[0].stop()
+            self._pool.retire(entry[0])
             log.info("task %s pipeline stopped", task_id)
 
-    def _reporter(self, task_id: str, owner: list[Pipeline]) -> Callable[[PipelineStatus], None]:
+    def _on_worker_lost(self, runs: Sequence[TaskRun], reason: str) -> None:
+        """Called from the pool when a worker died: its tasks are ABNORMAL and start again."""
+        with self._report_lock, self._lock:
+            lost = [run.task_id for run in runs
+                    if (entry := self._pipelines.get(run.task_id)) is not None and entry[0] is run]
+            for task_id in lost:
+                del self._pipelines[task_id]
+                self._recovering.add(task_id)
+        for task_id in lost:
+            self._service.report(task_id, state=TaskState.ABNORMAL, status=f"{reason}; starting again", inputs=[])
+            self._pending.put(task_id)
+        self._wake.set()
+
+    def _reporter(self, task_id: str, owner: list[TaskRun]) -> Callable[[PipelineStatus], None]:
+        last: list[Any] = [None, None, 0.0]  # state, status line, when the task service last heard
+
         def report(status: PipelineStatus) -> None:
             with self._report_lock:
                 with self._lock:
@@ -255,7 +265,15 @@ class Supervisor:
                     self._pending.put(task_id)
                     self._wake.set()
                     return
-                self._service.report(task_id, state=status.state, status=status.status,
-                                     inputs=[input_summary(s) for s in status.inputs])
+                if task_id in self._recovering:
+                    if status.state is TaskState.STARTING:
+                        return
+                    self._recovering.discard(task_id)
+                now = time.monotonic()
+                if status.state is not last[0] or status.status != last[1] or now - last[2] >= REPORT_EVERY_S:
+                    # a state change is news at once; fps and counters every few seconds (MQTT retained state)
+                    last[:] = [status.state, status.status, now]
+                    self._service.report(task_id, state=status.state, status=status.status,
+                                         inputs=[input_summary(s) for s in status.inputs], worker=status.worker)
 
         return report

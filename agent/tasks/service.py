@@ -50,6 +50,7 @@ class RuntimeInfo:
 
     inputs: tuple[dict[str, Any], ...] = ()
     schedule_status: dict[str, Any] | None = None
+    worker: int | None = None  # the data-plane worker process running it
 
 
 class TaskService:
@@ -194,7 +195,7 @@ class TaskService:
     def report(self, task_id: str, *, state: TaskState | None = None, status: str | None = None,
                error: TaskError | Literal["keep"] | None = "keep", inputs: Sequence[dict[str, Any]] | None = None,
                schedule_status: dict[str, Any] | Literal["keep"] | None = "keep",
-               desired: Desired | None = None) -> TaskRecord | None:
+               desired: Desired | None = None, worker: int | None = None) -> TaskRecord | None:
         """Record what the supervisor observed; listeners hear about it only when something changed."""
         with self._lock:
             record = self.store.get(task_id)
@@ -215,6 +216,8 @@ class TaskService:
                 new_runtime = replace(new_runtime, inputs=tuple(inputs))
             if schedule_status != "keep":
                 new_runtime = replace(new_runtime, schedule_status=schedule_status)
+            if inputs is not None:  # a report of the running pipeline, or [] when none runs
+                new_runtime = replace(new_runtime, worker=worker)
             self._runtime[task_id] = new_runtime
             if changes:
                 record = self.store.replace(replace(record, **changes))
@@ -244,6 +247,7 @@ class TaskService:
             "status": record.status,
             "error": {"code": record.error.code, "message": record.error.message} if record.error else None,
             "schedule_status": runtime.schedule_status,
+            "worker": runtime.worker,
             "inputs": list(runtime.inputs),
             "input": body["input"],
             "output": body["output"],
