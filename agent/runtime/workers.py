@@ -179,12 +179,12 @@ class _Worker:
 
     def start(self) -> None:
         ctx = self._context
+        self.ready.clear()
         ours, theirs = ctx.Pipe(duplex=True)
         process = ctx.Process(target=worker_main, args=(theirs, self.config),
                               name=f"edge-agent-worker-{self.index}", daemon=True)
         process.start()
         theirs.close()  # the worker's end lives in the worker only: its death ends the pipe here
-        self.ready.clear()
         with self._send_lock:
             self.process, self._conn = process, ours
         threading.Thread(target=self._receive, args=(process, ours), name=f"worker-{self.index}-receive",
@@ -416,12 +416,13 @@ class WorkerPool:
             run.stopped.set()
             self._unwatch(run)
         log.error("%s; %d task(s) on it start again", reason, len(lost))
+        worker.ready.clear()  # the tasks' relaunch waits for the replacement
+        self._on_lost(lost, reason)
         worker.restarts += 1
         try:
             worker.start()
-        except Exception:  # the supervisor's relaunch then fails START_FAILED with the reason
+        except Exception:  # the relaunch then fails START_FAILED, saying the worker did not start the task
             log.exception("worker %d could not be started again", worker.index)
-        self._on_lost(lost, reason)
 
 
 def _exit_reason(index: int, process: BaseProcess) -> str:
