@@ -114,6 +114,9 @@ def check_api(settings: AgentSettings, options: DiagOptions) -> tuple[list[Check
     metrics, metrics_check = _read_metrics(base, options.timeout_s)
     if metrics_check is not None:
         checks.append(metrics_check)
+    workers = _check_workers(metrics)
+    if workers is not None:
+        checks.append(workers)
     return checks, AgentView(health, metrics, tasks)
 
 
@@ -142,6 +145,32 @@ def _check_token(settings: AgentSettings, options: DiagOptions, base: str) -> tu
         return masked_check("api", "API token", Level.FAIL, "the running agent rejects this config's token",
                             "The agent runs with another config or token file: compare api.token/token_file."), None
     return masked_check("api", "API token", Level.WARN, f"task list answered HTTP {reply.status_code}"), None
+
+
+def _check_workers(metrics: Metrics) -> Check | None:
+    """The data-plane worker processes as /metrics shows them: tasks, CPU, memory, up, restarts."""
+    prefix = "edge_agent_worker_"
+    rows: dict[str, dict[str, float]] = {}
+    for (name, labels), value in metrics.items():
+        worker = dict(labels).get("worker")
+        if worker is not None and name.startswith(prefix):
+            rows.setdefault(worker, {})[name.removeprefix(prefix)] = value
+    if not rows:
+        return None
+    parts = []
+    for worker in sorted(rows, key=int):
+        row = rows[worker]
+        parts.append(f"{worker}: {row.get('tasks', 0):.0f} task(s), {row.get('cpu_seconds_total', 0):.0f} s CPU, "
+                     f"{row.get('resident_memory_bytes', 0) / 2**20:.0f} MiB")
+    restarts = sum(row.get("restarts_total", 0) for row in rows.values())
+    detail = f"{len(rows)} worker process(es): " + "; ".join(parts)
+    if restarts:
+        detail += f"; {restarts:.0f} replaced after a crash"
+    down = [worker for worker, row in sorted(rows.items()) if row.get("up") != 1.0]
+    if down:
+        return masked_check("api", "workers", Level.WARN, f"{detail}; worker(s) {', '.join(down)} down",
+                            "A worker died and is being replaced; journalctl -u edge-agent says why.")
+    return masked_check("api", "workers", Level.OK, detail)
 
 
 def _read_metrics(base: str, timeout_s: float) -> tuple[Metrics, Check | None]:

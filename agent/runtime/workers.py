@@ -253,11 +253,10 @@ class WorkerPool:
         self._on_lost = on_lost
 
     def start(self) -> None:
+        """Start every worker process; a task's launch waits for its worker to be ready, so the REST API of
+        an agent without tasks does not wait for the workers' imports."""
         for worker in self._workers:
             worker.start()
-        for worker in self._workers:
-            if not worker.ready.wait(READY_TIMEOUT_S):
-                log.error("worker %d did not come up within %.0f s", worker.index, READY_TIMEOUT_S)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S + 1.0) -> None:
         """Every worker stops its pipelines (their last events committed here) in parallel; a worker still
@@ -302,8 +301,10 @@ class WorkerPool:
             run = TaskRun(next(self._run_ids), record, index, fps, on_report)
             self._runs[run.run_id] = run
         worker = self._workers[index]
-        if not worker.ready.wait(READY_TIMEOUT_S) or not worker.send(StartTask(run.run_id, record)) \
-                or not run.started.wait(START_TIMEOUT_S) or run.start_error is not None:
+        if not worker.ready.wait(READY_TIMEOUT_S):
+            log.error("worker %d did not come up within %.0f s", index, READY_TIMEOUT_S)
+        if not worker.send(StartTask(run.run_id, record)) or not run.started.wait(START_TIMEOUT_S) \
+                or run.start_error is not None:
             with self._lock:
                 self._runs.pop(run.run_id, None)
             raise StartFailed(run.start_error or f"worker {index} did not start the task")

@@ -201,6 +201,8 @@ def test_running_agent_is_asked_through_its_api(
         in_agent = next(line for line in out.splitlines() if f"task yard ({task_id[:8]}) input 0 in the agent" in line)
         assert in_agent.startswith("OK") and "running:" in in_agent and "fps in" in in_agent  # from the task view
         assert "API token" in out and "accepted" in out
+        workers = next(line for line in out.splitlines() if line.split()[1:2] == ["workers"])
+        assert workers.startswith("OK") and "1 task(s)" in workers and "MiB" in workers  # from /metrics
         assert_no_secret(out + err)
 
         # a config whose token the running agent does not know
