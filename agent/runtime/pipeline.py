@@ -112,7 +112,6 @@ class Pipeline:
         self._events = 0
         self._submit_errors = 0
         self._latency = LatencyHistogram(CAPTURE_TO_COMMIT_BUCKETS)
-        self._heartbeat = time.monotonic()
 
     # lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -133,18 +132,12 @@ class Pipeline:
         """Input ``input_index`` must connect again, resolving its target anew (its URL changed)."""
         self._streams[input_index].request_reconnect(reason)
 
-    @property
-    def alive(self) -> bool:
-        """The worker loop is turning (the watchdog pings systemd only while every worker is)."""
-        return not self._thread.is_alive() or time.monotonic() - self._heartbeat < 30.0
-
     # the worker ------------------------------------------------------------------------------------
     def _work(self) -> None:
         next_report = next_check = time.monotonic()
         while not self._stop.is_set():
             self._wakeup.wait(0.5)
             self._wakeup.clear()
-            self._heartbeat = time.monotonic()
             frames = {}
             for stream in self._streams:
                 frame = stream.take()

@@ -128,6 +128,8 @@ class TaskRun:
 
     @property
     def alive(self) -> bool:
+        """The task's loop in the worker is turning: it reports every second from that loop, so a report
+        this old means a stuck algorithm or worker (the watchdog pings systemd only while every task is)."""
         with self._lock:
             return time.monotonic() - self._reported_at < ALIVE_REPORT_AGE_S
 
