@@ -7,39 +7,36 @@ Every step is a fresh world:
 - ``RtspFarm`` (bench/rtsp_farm.py): GStreamer RTSP servers (Debian's /usr/bin/python3) serving one
   generated mp4 — H.264 Main, 1280x720, 25 fps, 1 s GOP, no B-frames, ~2 Mbit/s — on N mount points,
   not re-encoded, paced in real time, one pipeline per client;
-- the agent in a child process of this script (``capacity.py _agent``): ``AgentRuntime`` with a temp
-  state dir, tasks created through its ``TaskService``, one task per camera, the algorithms split
-  (even cameras ``intrusion-detection``, odd ``video-quality-diagnosis``, ``config.common.fps`` = the
-  target), a webhook output to a real receiver in a third process; no MQTT (event_center off).
-  In a child so that its CPU and RSS are its own (/proc/<pid>/stat, statm) while this script still
-  reads every pipeline's ``PipelineStatus`` (it asks the child for a snapshot over a pipe);
+- the agent as a user runs it: ``python -m agent --config … run`` of this tree's code (PYTHONPATH), a
+  temp state dir, ``[runtime] workers`` from ``--workers``; tasks created through its REST API, one per
+  camera, the algorithms split (even cameras ``intrusion-detection``, odd ``video-quality-diagnosis``,
+  ``config.common.fps`` = the target), a webhook output to a real receiver in another process; no MQTT
+  (event_center off). Every figure — frames processed, the capture → commit histogram, input states,
+  the agent's CPU and RSS (main process + every worker) — is read from its ``/metrics``;
 - the task creations are spread over one GOP so that the cameras' keyframes are not all in phase.
 
 After all inputs run, a warm-up, then a measurement window between two snapshots. A step passes when
 the sampled frames processed are >= 99% of those due (window x fps x N), the p99 of the pipelines'
 capture -> commit latency histogram (delta over the window) is < 500 ms and every input is RUNNING.
 
-Experiments (bench-only, nothing in agent/ changes): ``--decoder-threads auto|single`` forces frame
-threading on or off for full decode; ``--agents K`` deals the cameras over K agent processes (the
-process model vs the GIL); ``--switch-interval`` sets ``sys.setswitchinterval`` in the agent.
-Other people's jobs share the box: ``--quiet-pct`` waits for a calmer box before each step, and every
-step records the CPU the others used. Figures and conclusions: docs/benchmarks.md, "Capacity: cameras per box".
+``--workers 1 2`` searches each value in turn (same session, same box); ``--agents K`` deals the
+cameras over K agent processes. Other people's jobs share the box: ``--quiet-pct`` waits for a calmer
+box before each step, and every step records the CPU the others used. Figures and conclusions:
+docs/benchmarks.md, "Capacity: cameras per box".
 
     .venv/bin/python bench/capacity.py --fps 1 --start 16 --step 16
-    .venv/bin/python bench/capacity.py --fps 5 --start 8 --step 4 --decoder-threads auto
+    .venv/bin/python bench/capacity.py --fps 5 --start 8 --step 4 --workers 1 2
     .venv/bin/python bench/capacity.py --fps 5 --streams 20        # one point only
-    .venv/bin/python bench/capacity.py --fps 1 --streams 64 --agents 2
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import platform
-import select
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -49,10 +46,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.rtsp_farm import RtspFarm, proc_cpu_seconds, proc_rss_bytes  # noqa: E402
+from bench.rtsp_farm import RtspFarm, proc_cpu_seconds  # noqa: E402
 from tests.fixtures.ports import free_port  # noqa: E402
 
 OUT = REPO / "bench" / "out"
@@ -62,6 +62,7 @@ TARGETS = {1.0: 48, 5.0: 20}
 MIN_RATIO = 0.99
 MAX_P99_S = 0.5
 ALGORITHMS = ("intrusion-detection", "video-quality-diagnosis")
+TOKEN = "capacity-bench-token"
 
 RECEIVER = """
 import sys
@@ -93,29 +94,7 @@ def ensure_clip() -> Path:
     return CLIP
 
 
-# --- the agent child ---------------------------------------------------------------------------------
-def force_decoder_threads(choice: str) -> None:
-    """Bench-only: make the PyAV reader use frame threading (``auto``) or not (``single``) for full decode.
-
-    The reader picks threading per decode mode (agent/sources/sampler.py): keyframe-only and sampled
-    decode single-threaded, AUTO only when every frame is wanted. Remapping the modes handed to its
-    ``_switch`` changes the threading without touching anything else (skip_frame is DEFAULT for both).
-    """
-    if choice == "default":
-        return
-    import agent.sources.pyav as pyav
-    from agent.sources.sampler import DecodeMode
-
-    original = pyav._switch
-    swap = {DecodeMode.SAMPLED: DecodeMode.FULL} if choice == "auto" else {DecodeMode.FULL: DecodeMode.SAMPLED}
-
-    def switch(decoder: Any, old: DecodeMode | None, new: DecodeMode, *args: Any, **kwargs: Any) -> Any:
-        return original(decoder, swap.get(old, old) if old is not None else None, swap.get(new, new),
-                        *args, **kwargs)
-
-    setattr(pyav, "_switch", switch)  # noqa: B010 - the reader looks the function up by this name
-
-
+# --- the agent ----------------------------------------------------------------------------------------
 def task_body(index: int, url: str, fps: float, webhook: str) -> tuple[str, dict[str, Any]]:
     service = ALGORITHMS[index % 2]
     return service, {
@@ -127,106 +106,122 @@ def task_body(index: int, url: str, fps: float, webhook: str) -> tuple[str, dict
     }
 
 
-def snapshot(runtime: Any) -> dict[str, Any]:
-    now = time.monotonic()
-    pipelines = []
-    for status in runtime.supervisor.pipelines():
-        pipelines.append({
-            "task_id": status.task_id,
-            "service": status.service_name,
-            "frames_processed": status.frames_processed,
-            "events": status.events,
-            "latency_buckets": [[bound, count] for bound, count in status.latency_buckets],
-            "latency_sum": status.latency_sum,
-            "latency_count": status.latency_count,
-            "algorithm_buckets": [[bound, count] for bound, count in status.runner.latency_buckets],
-            "algorithm_sum": status.runner.latency_sum,
-            "algorithm_count": status.runner.latency_count,
-            "inputs": [{"state": s.state.name, "fps_in": s.fps_in, "fps_out": s.fps_out,
-                        "frames_decoded": s.frames_decoded, "frames_sampled": s.frames_sampled,
-                        "dropped": s.dropped, "reconnects": s.reconnects, "keyframe_only": s.keyframe_only,
-                        "last_error": s.last_error} for s in status.inputs],
-        })
-    return {"t": now, "pipelines": pipelines}
+class AgentProcess:
+    """A real ``edge-agent run`` of this tree's code, as a user runs it: a config file, a temp state dir,
+    tasks created through its REST API, every figure read from its ``/metrics``."""
 
-
-def run_agent(args: argparse.Namespace) -> None:
-    """The child: an in-process agent; answers ``snap`` with one JSON line, ``quit`` stops it."""
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    force_decoder_threads(args.decoder_threads)
-    if args.switch_interval:
-        sys.setswitchinterval(args.switch_interval)
-    from agent.runtime.app import AgentRuntime
-    from agent.settings import AgentSettings
-
-    urls = [u for u in args.urls.split(",") if u]
-    state = Path(tempfile.mkdtemp(prefix="capacity-state-"))
-    settings = AgentSettings(
-        node_id="capacity-bench", state_dir=state,
-        api={"listen": f"127.0.0.1:{free_port()}", "token": "capacity-bench-token"},
-        limits={"max_tasks": len(urls) + 1, "max_inputs": len(urls) + 1},
-        log={"level": "WARNING"},
-    )
-    runtime = AgentRuntime(settings, realtime_files=True)
-    runtime.start()
-    spread = 1.0 / max(1, len(urls))  # one GOP (1 s) over all cameras: keyframes out of phase
-    for index, url in enumerate(urls):
-        service, body = task_body(index, url, args.fps, args.webhook)
-        runtime.service.create("bench", service, body)
-        time.sleep(spread)
-    print(json.dumps({"ready": True}), flush=True)
-    try:
-        for line in sys.stdin:
-            command = line.strip()
-            if command == "snap":
-                print(json.dumps(snapshot(runtime)), flush=True)
-            elif command == "quit":
-                break
-    finally:
-        runtime.stop()
-        shutil.rmtree(state, ignore_errors=True)
-
-
-class AgentChild:
-    def __init__(self, urls: list[str], fps: float, webhook: str, decoder_threads: str, log: Path,
-                 switch_interval: float = 0.0) -> None:
+    def __init__(self, urls: list[str], fps: float, webhook: str, workers: str, log: Path) -> None:
+        self.port = free_port()
+        self.state = Path(tempfile.mkdtemp(prefix="capacity-state-"))
+        config = self.state / "agent.toml"
+        workers_toml = f'"{workers}"' if workers == "auto" else workers
+        config.write_text(
+            f'node_id = "capacity-bench"\nstate_dir = "{self.state / "state"}"\n'
+            f'[api]\nlisten = "127.0.0.1:{self.port}"\ntoken = "{TOKEN}"\n'
+            f"[limits]\nmax_tasks = {len(urls) + 1}\nmax_inputs = {len(urls) + 1}\n"
+            f'[log]\nlevel = "WARNING"\n[runtime]\nworkers = {workers_toml}\n')
         self._log = log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "_agent", "--urls", ",".join(urls), "--fps", str(fps),
-             "--webhook", webhook, "--decoder-threads", decoder_threads, "--switch-interval", str(switch_interval)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, text=True,
-        )
-        self._read(120.0)  # {"ready": true}
-
-    def _read(self, timeout: float) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        if not ready:
-            raise TimeoutError("the agent child did not answer")
-        line = self.process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"the agent child exited with {self.process.poll()}; see {self._log.name}")
-        result: dict[str, Any] = json.loads(line)
-        return result
+            [sys.executable, "-m", "agent", "--config", str(config), "run"], cwd=REPO, stdout=self._log,
+            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers={"X-Auth-Token": TOKEN},
+                                   timeout=30)
+        deadline = time.monotonic() + 120
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"edge-agent exited with {self.process.returncode}; see {log}")
+            try:
+                if self.client.get("/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"edge-agent did not come up; see {log}")
+            time.sleep(0.2)
+        spread = 1.0 / max(1, len(urls))  # one GOP (1 s) over all cameras: keyframes out of phase
+        for index, url in enumerate(urls):
+            service, body = task_body(index, url, fps, webhook)
+            reply = self.client.post(f"/v2/bench/services/{service}/tasks", json=body)
+            if reply.status_code != 200:
+                raise RuntimeError(f"creating cam{index} failed: HTTP {reply.status_code} {reply.text}")
+            time.sleep(spread)
 
     def snap(self) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write("snap\n")
-        self.process.stdin.flush()
-        return self._read(30.0)
+        """One scrape of /metrics as the figures summarise() reads: per task and input, CPU and RSS."""
+        text = self.client.get("/metrics").text
+        return {"t": time.monotonic(), **parse_metrics(text)}
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            assert self.process.stdin is not None
+            self.process.send_signal(signal.SIGTERM)
             try:
-                self.process.stdin.write("quit\n")
-                self.process.stdin.flush()
-                self.process.wait(30)
-            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+        self.client.close()
         self._log.close()
+        shutil.rmtree(self.state, ignore_errors=True)
+
+
+_TASK_COUNTERS = {"edge_agent_task_frames_processed_total": "frames_processed",
+                  "edge_agent_task_events_total": "events"}
+_HISTOGRAMS = {"edge_agent_task_capture_to_commit_seconds": "latency",
+               "edge_agent_task_algorithm_latency_seconds": "algorithm"}
+_INPUT_VALUES = {"edge_agent_input_fps_in": "fps_in", "edge_agent_input_fps_out": "fps_out",
+                 "edge_agent_input_frames_decoded_total": "frames_decoded",
+                 "edge_agent_input_frames_sampled_total": "frames_sampled",
+                 "edge_agent_input_frames_dropped_total": "dropped", "edge_agent_input_reconnects_total": "reconnects",
+                 "edge_agent_input_keyframe_only": "keyframe_only"}
+# the agent's CPU and memory: the main process plus every worker (the forkserver the workers fork from idles)
+_CPU = ("process_cpu_seconds_total", "edge_agent_worker_cpu_seconds_total")
+_RSS = ("process_resident_memory_bytes", "edge_agent_worker_resident_memory_bytes")
+
+
+def parse_metrics(text: str) -> dict[str, Any]:
+    tasks: dict[str, dict[str, Any]] = {}
+    cpu = rss = 0.0
+
+    def task(task_id: str) -> dict[str, Any]:
+        return tasks.setdefault(task_id, {
+            "task_id": task_id, "service": "", "frames_processed": 0, "events": 0, "inputs": {},
+            "latency_buckets": [], "latency_sum": 0.0, "latency_count": 0,
+            "algorithm_buckets": [], "algorithm_sum": 0.0, "algorithm_count": 0})
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            name, labels, value = sample.name, sample.labels, sample.value
+            if name in _CPU:
+                cpu += value
+            elif name in _RSS:
+                rss += value
+            task_id = labels.get("task_id")
+            if task_id is None:
+                continue
+            if "input" in labels:
+                entry = task(task_id)["inputs"].setdefault(int(labels["input"]), {"state": "?"})
+                if name == "edge_agent_input_state" and value == 1.0:
+                    entry["state"] = labels["state"].upper()
+                elif name in _INPUT_VALUES:
+                    entry[_INPUT_VALUES[name]] = value if "fps" in name else int(value)
+                continue
+            if name in _TASK_COUNTERS:
+                task(task_id)[_TASK_COUNTERS[name]] = int(value)
+                task(task_id)["service"] = labels.get("service_name", "")
+            for base, key in _HISTOGRAMS.items():
+                if name == f"{base}_bucket":
+                    task(task_id)[f"{key}_buckets"].append([float(labels["le"]), int(value)])
+                elif name == f"{base}_sum":
+                    task(task_id)[f"{key}_sum"] = value
+                elif name == f"{base}_count":
+                    task(task_id)[f"{key}_count"] = int(value)
+    pipelines = []
+    for entry in tasks.values():
+        entry["inputs"] = [entry["inputs"][index] for index in sorted(entry["inputs"])]
+        for key in ("latency_buckets", "algorithm_buckets"):
+            entry[key].sort()
+        pipelines.append(entry)
+    return {"pipelines": pipelines, "cpu_seconds": cpu, "rss_bytes": rss}
 
 
 class WebhookProcess:
@@ -300,7 +295,7 @@ def quantile(buckets: list[tuple[float, int]], q: float) -> float:
 class StepResult:
     fps: float
     streams: int
-    decoder_threads: str
+    workers: str  # [runtime] workers of each agent process
     window_s: float
     due: int
     processed: int
@@ -327,36 +322,33 @@ class StepResult:
     passed: bool
     algorithm_p99_s: float = 0.0  # the algorithm call alone (AlgorithmRunner's histogram), wall time
     algorithm_mean_s: float = 0.0
-    switch_interval: float = 0.0
     agents: int = 1  # agent processes the cameras were dealt over
     at: str = ""  # UTC time at the end of the step
     code: str = ""  # git HEAD when the step ran (+dirty: agent/ had uncommitted changes); others commit meanwhile
 
 
 def measure(fps: float, streams: int, clip: Path, receiver: WebhookProcess, *, warmup: float, window: float,
-            servers: int, decoder_threads: str, quiet_pct: float = 100.0, quiet_wait: float = 0.0,
-            switch_interval: float = 0.0, agents: int = 1) -> StepResult:
-    """One step; with ``agents`` > 1 the cameras are dealt over that many agent processes (a GIL experiment)."""
+            servers: int, workers: str, quiet_pct: float = 100.0, quiet_wait: float = 0.0,
+            agents: int = 1) -> StepResult:
+    """One step; with ``agents`` > 1 the cameras are dealt over that many agent processes."""
     if quiet_pct < 100:
         wait_quiet(quiet_pct, quiet_wait)
     code = code_version()
     farm = RtspFarm(clip, mounts=max(1, streams), processes=servers)
     farm.start()
-    children: list[AgentChild] = []
+    children: list[AgentProcess] = []
     urls = farm.urls()[:streams]
 
     def snap_all() -> dict[str, Any]:
         snaps = [child.snap() for child in children]
-        return {"t": snaps[0]["t"], "pipelines": [p for snap in snaps for p in snap["pipelines"]]}
-
-    def agent_cpu() -> float:
-        return sum(proc_cpu_seconds(child.process.pid) for child in children)
+        return {"t": snaps[0]["t"], "pipelines": [p for snap in snaps for p in snap["pipelines"]],
+                "cpu_seconds": sum(snap["cpu_seconds"] for snap in snaps),
+                "rss_bytes": sum(snap["rss_bytes"] for snap in snaps)}
 
     try:
         for number in range(agents):
-            log = OUT / f"capacity-agent-{fps:g}fps-{streams}-{number}.log"
-            children.append(AgentChild(urls[number::agents], fps, receiver.url, decoder_threads, log,
-                                       switch_interval))
+            log = OUT / f"capacity-agent-{fps:g}fps-{streams}-w{workers}-{number}.log"
+            children.append(AgentProcess(urls[number::agents], fps, receiver.url, workers, log))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # every input RUNNING (or give up and measure what runs)
             states = [i["state"] for p in snap_all()["pipelines"] for i in p["inputs"]]
@@ -365,21 +357,19 @@ def measure(fps: float, streams: int, clip: Path, receiver: WebhookProcess, *, w
             time.sleep(1)
         time.sleep(warmup)
         load_before = loadavg()
-        first, cpu0, srv0, rcv0, box0 = (snap_all(), agent_cpu(), farm.cpu_seconds(),
-                                         proc_cpu_seconds(receiver.process.pid), box_jiffies())
+        first, srv0, rcv0, box0 = (snap_all(), farm.cpu_seconds(), proc_cpu_seconds(receiver.process.pid),
+                                   box_jiffies())
         time.sleep(window)
-        last, cpu1, srv1, rcv1, box1 = (snap_all(), agent_cpu(), farm.cpu_seconds(),
-                                        proc_cpu_seconds(receiver.process.pid), box_jiffies())
-        rss = sum(proc_rss_bytes(child.process.pid) for child in children)
+        last, srv1, rcv1, box1 = (snap_all(), farm.cpu_seconds(), proc_cpu_seconds(receiver.process.pid),
+                                  box_jiffies())
         load_after = loadavg()
     finally:
         for child in children:
             child.stop()
         farm.stop()
-    result = summarise(fps, streams, decoder_threads, first, last, cpu1 - cpu0, srv1 - srv0, rcv1 - rcv0,
-                       box0, box1, rss, load_before, load_after)
+    result = summarise(fps, streams, workers, first, last, last["cpu_seconds"] - first["cpu_seconds"],
+                       srv1 - srv0, rcv1 - rcv0, box0, box1, int(last["rss_bytes"]), load_before, load_after)
     result.code = code
-    result.switch_interval = switch_interval
     result.agents = agents
     result.at = time.strftime("%H:%M", time.gmtime())
     return result
@@ -393,7 +383,7 @@ def code_version() -> str:
     return head + ("+dirty" if dirty else "")
 
 
-def summarise(fps: float, streams: int, decoder_threads: str, first: dict[str, Any], last: dict[str, Any],
+def summarise(fps: float, streams: int, workers: str, first: dict[str, Any], last: dict[str, Any],
               agent_cpu: float, servers_cpu: float, receiver_cpu: float, box0: tuple[int, int],
               box1: tuple[int, int], rss: int, load_before: float, load_after: float) -> StepResult:
     elapsed = last["t"] - first["t"]
@@ -442,7 +432,7 @@ def summarise(fps: float, streams: int, decoder_threads: str, first: dict[str, A
     ours = (agent_cpu + servers_cpu + receiver_cpu) / elapsed * 100.0 / cores
     agent_pct = agent_cpu / elapsed * 100.0
     return StepResult(
-        fps=fps, streams=streams, decoder_threads=decoder_threads, window_s=round(elapsed, 1), due=due,
+        fps=fps, streams=streams, workers=workers, window_s=round(elapsed, 1), due=due,
         processed=processed, ratio=round(ratio, 4), worst_stream_ratio=round(worst if streams else 0.0, 3),
         p99_s=round(p99, 3), p99_bucket_ok=p99_ok,
         mean_latency_s=round(latency_sum / latency_count, 4) if latency_count else 0.0,
@@ -459,18 +449,18 @@ def summarise(fps: float, streams: int, decoder_threads: str, first: dict[str, A
     )
 
 
-def idle_rss(receiver: WebhookProcess) -> float:
-    """RSS (MiB) of the agent child with no task: the baseline for RSS per stream."""
-    child = AgentChild([], 1.0, receiver.url, "default", OUT / "capacity-agent-idle.log")
+def idle_rss(receiver: WebhookProcess, workers: str) -> float:
+    """RSS (MiB) of an agent with no task, main process and workers: the baseline for RSS per stream."""
+    agent = AgentProcess([], 1.0, receiver.url, workers, OUT / f"capacity-agent-idle-w{workers}.log")
     try:
         time.sleep(3)
-        return proc_rss_bytes(child.process.pid) / 2**20
+        return float(agent.snap()["rss_bytes"]) / 2**20
     finally:
-        child.stop()
+        agent.stop()
 
 
 # --- the search and the report -------------------------------------------------------------------------
-HEADER = ("fps", "N", "threads", "processed/due", "worst", "p99 ms", "mean ms", "algo p99/mean ms", "kf-only",
+HEADER = ("fps", "N", "workers", "processed/due", "worst", "p99 ms", "mean ms", "algo p99/mean ms", "kf-only",
           "fps_in", "dropped", "agent %cpu", "%cpu/stream", "RSS MiB", "MiB/stream", "servers %cpu", "others %",
           "load", "ok")
 
@@ -478,7 +468,7 @@ HEADER = ("fps", "N", "threads", "processed/due", "worst", "p99 ms", "mean ms", 
 def row(result: StepResult, baseline_rss: float) -> tuple[str, ...]:
     per_stream_rss = (result.agent_rss_mib - baseline_rss) / max(1, result.streams)
     p99 = f"{result.p99_s * 1000:.0f}" if result.p99_s < 5.0 else ">5000"
-    return (f"{result.fps:g}", str(result.streams), result.decoder_threads,
+    return (f"{result.fps:g}", str(result.streams), result.workers,
             f"{result.processed}/{result.due} = {result.ratio:.3f}", f"{result.worst_stream_ratio:.2f}", p99,
             f"{result.mean_latency_s * 1000:.0f}",
             f"{result.algorithm_p99_s * 1000:.0f}/{result.algorithm_mean_s * 1000:.0f}",
@@ -489,23 +479,22 @@ def row(result: StepResult, baseline_rss: float) -> tuple[str, ...]:
             f"{result.load_before:.1f}→{result.load_after:.1f}", "PASS" if result.passed else "fail")
 
 
-def print_table(results: list[StepResult], baseline_rss: float) -> None:
+def print_table(results: list[StepResult], baseline_rss: dict[str, float]) -> None:
     print("| " + " | ".join(HEADER) + " |")
     print("|" + "---|" * len(HEADER))
     for result in results:
-        print("| " + " | ".join(row(result, baseline_rss)) + " |", flush=True)
+        print("| " + " | ".join(row(result, baseline_rss[result.workers])) + " |", flush=True)
 
 
-def search(fps: float, args: argparse.Namespace, clip: Path, receiver: WebhookProcess,
-           baseline_rss: float, results: list[StepResult]) -> int:
+def search(fps: float, workers: str, args: argparse.Namespace, clip: Path, receiver: WebhookProcess,
+           baseline_rss: dict[str, float], results: list[StepResult]) -> int:
     """Largest passing N: step up from --start by --step until a failure, then bisect to --resolution."""
     def run(streams: int) -> bool:
         result = measure(fps, streams, clip, receiver, warmup=args.warmup, window=args.window,
-                         servers=args.servers, decoder_threads=args.decoder_threads,
-                         quiet_pct=args.quiet_pct, quiet_wait=args.quiet_wait,
-                         switch_interval=args.switch_interval, agents=args.agents)
+                         servers=args.servers, workers=workers, quiet_pct=args.quiet_pct,
+                         quiet_wait=args.quiet_wait, agents=args.agents)
         results.append(result)
-        print(" | ".join(row(result, baseline_rss)), flush=True)
+        print(" | ".join(row(result, baseline_rss[workers])), flush=True)
         save(results, baseline_rss, args)
         return result.passed
 
@@ -533,7 +522,7 @@ def search(fps: float, args: argparse.Namespace, clip: Path, receiver: WebhookPr
     return passed
 
 
-def save(results: list[StepResult], baseline_rss: float, args: argparse.Namespace) -> None:
+def save(results: list[StepResult], baseline_rss: dict[str, float], args: argparse.Namespace) -> None:
     path = OUT / args.json
     path.write_text(json.dumps({"machine": machine(), "baseline_rss_mib": baseline_rss,
                                 "command": " ".join(sys.argv), "results": [asdict(r) for r in results]},
@@ -555,14 +544,9 @@ def machine() -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command")
-    child = sub.add_parser("_agent", help="internal: the agent child process")
-    child.add_argument("--urls", default="")
-    child.add_argument("--fps", type=float, required=True)
-    child.add_argument("--webhook", required=True)
-    child.add_argument("--decoder-threads", choices=["default", "auto", "single"], default="default")
-    child.add_argument("--switch-interval", type=float, default=0.0)
     parser.add_argument("--fps", type=float, nargs="+", default=[1.0, 5.0], help="target fps per stream")
+    parser.add_argument("--workers", nargs="+", default=["auto"],
+                        help="[runtime] workers of the agent: each value is searched in turn (e.g. 1 2)")
     parser.add_argument("--streams", type=int, nargs="+", help="measure exactly these stream counts")
     parser.add_argument("--start", type=int, default=16)
     parser.add_argument("--step", type=int, default=16)
@@ -571,42 +555,37 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=20.0, help="seconds after every input runs")
     parser.add_argument("--window", type=float, default=40.0, help="measurement window, seconds")
     parser.add_argument("--servers", type=int, default=2, help="RTSP server processes")
-    parser.add_argument("--decoder-threads", choices=["default", "auto", "single"], default="default",
-                        help="default: the agent's own choice per decode mode; auto/single: forced for full decode")
     parser.add_argument("--quiet-pct", type=float, default=100.0,
                         help="before each step wait until the box is busier than this %% of all cores no more")
     parser.add_argument("--quiet-wait", type=float, default=300.0, help="longest wait for a quiet box, seconds")
-    parser.add_argument("--switch-interval", type=float, default=0.0,
-                        help="bench-only: sys.setswitchinterval in the agent (0 = Python's default, 5 ms)")
     parser.add_argument("--agents", type=int, default=1,
-                        help="deal the cameras over this many agent processes (GIL experiment; RSS sums them)")
+                        help="deal the cameras over this many agent processes (CPU and RSS sum them)")
     parser.add_argument("--json", default="capacity.json", help="results file under bench/out/")
     args = parser.parse_args()
-    if args.command == "_agent":
-        run_agent(args)
-        return
     clip = ensure_clip()
     info = machine()
     print(f"# machine: {info}; clip: {clip.name}; load {loadavg():.2f}", flush=True)
     receiver = WebhookProcess()
     results: list[StepResult] = []
     try:
-        baseline_rss = idle_rss(receiver)
-        print(f"# idle agent RSS {baseline_rss:.0f} MiB", flush=True)
+        baseline_rss = {workers: idle_rss(receiver, workers) for workers in args.workers}
+        print(f"# idle agent RSS (main + workers) MiB by workers: {baseline_rss}", flush=True)
         print(" | ".join(HEADER), flush=True)
-        best: dict[float, int] = {}
+        best: dict[tuple[float, str], int] = {}
         for fps in args.fps:
-            best[fps] = search(fps, args, clip, receiver, baseline_rss, results)
+            for workers in args.workers:
+                best[(fps, workers)] = search(fps, workers, args, clip, receiver, baseline_rss, results)
         print()
         print_table(results, baseline_rss)
         print()
         cores = os.cpu_count() or 1
-        for fps, streams in best.items():
+        for (fps, workers), streams in best.items():
             target = TARGETS.get(fps)
             versus = f" = {streams / target:.2f}x the target of {target}" if target else ""
-            print(f"{fps:g} fps: largest sustained N = {streams}{versus}")
+            print(f"{fps:g} fps, workers {workers}: largest sustained N = {streams}{versus}")
             # what the box could carry if nobody else used it: CPU per stream of the largest step measured
-            largest = max((r for r in results if r.fps == fps), key=lambda r: r.streams, default=None)
+            largest = max((r for r in results if r.fps == fps and r.workers == workers), key=lambda r: r.streams,
+                          default=None)
             if largest is not None and largest.streams:
                 per_stream = (largest.agent_cpu_pct + largest.servers_cpu_pct) / largest.streams
                 print(f"  CPU per stream at N={largest.streams}: agent {largest.agent_cpu_pct_per_stream:.2f} % + "
