@@ -18,7 +18,7 @@ from typing import Any
 
 from agent.redact import mask_text
 from agent.runtime.pipeline import PipelineStatus, StartFailed, input_summary
-from agent.runtime.workers import TaskRun, WorkerPool
+from agent.runtime.workers import TaskRun, WorkerLost, WorkerPool
 from agent.tasks.errors import ApiError
 from agent.tasks.model import TaskSpec, TaskState
 from agent.tasks.schedule import schedule_status
@@ -216,6 +216,9 @@ class Supervisor:
         owner: list[TaskRun] = []
         try:
             run = self._pool.launch(record, self._reporter(record.id, owner))
+        except WorkerLost as exc:  # the worker died under the starting task: try again on its replacement
+            self._lost([record.id], str(exc))
+            return
         except StartFailed as exc:
             self._recovering.discard(record.id)
             self._start_failed(record.id, str(exc))
@@ -246,8 +249,11 @@ class Supervisor:
                     if (entry := self._pipelines.get(run.task_id)) is not None and entry[0] is run]
             for task_id in lost:
                 del self._pipelines[task_id]
-                self._recovering.add(task_id)
-        for task_id in lost:
+        self._lost(lost, reason)
+
+    def _lost(self, task_ids: Sequence[str], reason: str) -> None:
+        for task_id in task_ids:
+            self._recovering.add(task_id)
             self._service.report(task_id, state=TaskState.ABNORMAL, status=f"{reason}; starting again", inputs=[])
             self._pending.put(task_id)
         self._wake.set()

@@ -69,6 +69,10 @@ STOP_TIMEOUT_S = 5.0  # the worker's own bound per pipeline (4 s) plus the round
 ALIVE_REPORT_AGE_S = 30.0  # a task that has not reported for this long has a stuck worker loop
 RESOLVE_THREADS = 4
 
+class WorkerLost(Exception):
+    """The worker died while the task was starting on it; the message says how (pid, signal)."""
+
+
 OnReport = Callable[[PipelineStatus], None]
 OnLost = Callable[[Sequence["TaskRun"], str], None]
 
@@ -108,6 +112,7 @@ class TaskRun:
         self._submit_errors = 0
         self.started = threading.Event()
         self.start_error: str | None = None
+        self.lost: str | None = None  # how the worker died, when it died before the task had started
         self.stopped = threading.Event()
         self.unwatch: list[Callable[[], None]] = []
 
@@ -217,7 +222,10 @@ class _Worker:
                     message = conn.recv()
                 except (EOFError, OSError):
                     break
-                self._on_message(self, message)
+                try:
+                    self._on_message(self, message)
+                except Exception:  # one message's trouble must not cut the worker off from the agent
+                    log.exception("worker %d: handling %s failed", self.index, type(message).__name__)
             elif sentinel in ready and not conn.poll():  # what it sent before it died is applied first
                 break
         process.join(1.0)
@@ -306,9 +314,11 @@ class WorkerPool:
         if not worker.ready.wait(READY_TIMEOUT_S):
             log.error("worker %d did not come up within %.0f s", index, READY_TIMEOUT_S)
         if not worker.send(StartTask(run.run_id, record)) or not run.started.wait(START_TIMEOUT_S) \
-                or run.start_error is not None:
+                or run.start_error is not None or run.lost is not None:
             with self._lock:
                 self._runs.pop(run.run_id, None)
+            if run.lost is not None:
+                raise WorkerLost(run.lost)
             raise StartFailed(run.start_error or f"worker {index} did not start the task")
         for input_index in range(len(spec.input.data)):
             run.unwatch.append(self._resolvers.watch(spec, record.id, input_index,
@@ -414,7 +424,7 @@ class WorkerPool:
                 self._runs.pop(run.run_id, None)
         for run in lost:
             if not run.started.is_set():
-                run.start_error = reason
+                run.lost = reason
             run.started.set()
             run.stopped.set()
             self._unwatch(run)
