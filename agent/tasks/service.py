@@ -328,7 +328,7 @@ def _name_taken() -> ApiError:
 
 def _check_project(project_id: str) -> None:
     if not PROJECT_ID_RE.fullmatch(project_id):
-        raise invalid("project_id", f"must be 1-{PROJECT_ID_MAX} letters, digits, - or _")
+        raise invalid("project_id", f"must be 1-{PROJECT_ID_MAX} ASCII letters, digits, - or _")
 
 
 def _check_service_name(service_name: str) -> None:
