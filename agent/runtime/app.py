@@ -15,10 +15,10 @@ from agent.control.mqtt import MqttControl
 from agent.outputs.router import ResultRouter
 from agent.redact import secrets
 from agent.runtime import sdnotify
-from agent.runtime.checks import static_checks
+from agent.runtime.checks import start_checks, static_checks
 from agent.runtime.metrics import MetricsEndpoint, MetricSources
 from agent.runtime.supervisor import Supervisor, utc_now
-from agent.settings import AgentSettings
+from agent.settings import AgentSettings, config_secrets
 from agent.sources.resolvers.registry import ResolverSet
 from agent.tasks.service import TaskService
 from agent.tasks.store import TaskStore
@@ -33,14 +33,15 @@ class AgentRuntime:
         self.started_at = time.time()
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         token = api_token(settings, create=True)
-        secrets.add(token)
+        # a token the agent generated lives in the state directory, not in the configuration
+        secrets.register("config", [*config_secrets(settings), token])
         self.store = TaskStore(settings.state_dir)
         self.resolvers = ResolverSet(settings)
-        checks = static_checks(settings, self.resolvers)
-        self.service = TaskService(self.store, checks=checks,
+        self.service = TaskService(self.store, checks=static_checks(settings, self.resolvers),
                                    max_tasks=settings.limits.max_tasks, max_inputs=settings.limits.max_inputs)
         self.router = ResultRouter(settings)
-        self.supervisor = Supervisor(settings, self.service, self.resolvers, self.router, checks=checks,
+        self.supervisor = Supervisor(settings, self.service, self.resolvers, self.router,
+                                     checks=start_checks(settings, self.resolvers),
                                      clock=clock, realtime_files=realtime_files)
         self.metrics = MetricsEndpoint(MetricSources(
             node_id=settings.node_id, started_at=self.started_at, healthy=self.healthy,

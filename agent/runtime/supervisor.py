@@ -139,7 +139,7 @@ class Supervisor:
         while not self._pending.empty():
             task_id = self._pending.get()
             if task_id == _ALL:
-                ids += [record.id for record in self._service.store.all()]
+                ids += [record.id for record in self._service.records()]
             else:
                 ids.append(task_id)
         now = self._clock()
@@ -160,7 +160,7 @@ class Supervisor:
 
     # reconciliation --------------------------------------------------------------------------------
     def _reconcile(self, task_id: str) -> None:
-        record = self._service.store.get(task_id)
+        record = self._service.record(task_id)
         with self._lock:
             current = self._pipelines.get(task_id)
         if record is None:

@@ -20,16 +20,16 @@ import logging
 import random
 import threading
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import numpy as np
 
-from agent.redact import mask_text, secrets
+from agent.redact import mask_text, secrets, url_secrets
 from agent.settings import StreamSettings
 from agent.sources.frame import Frame, FrameInfo
 from agent.sources.reader import ReadEnd, Reader, StallError, is_file_target
@@ -308,6 +308,11 @@ class VideoStream:
         self._width: int | None = None
         self._height: int | None = None
         self._url: str | None = None
+        # A resolver may hand out a URL with credentials the task never held (a RESTful lookup's or a VCN
+        # platform's answer). The URL pattern masks user:password@ only while the URL is whole; a library
+        # may log the password alone or URL-decoded, so it is held under this stream's own owner until the
+        # stream's supervisor ends.
+        self._secrets_owner = f"stream:{uuid.uuid4().hex}"
 
     # --- public --------------------------------------------------------------------------------
     @property
@@ -321,7 +326,7 @@ class VideoStream:
     def start(self) -> None:
         if self._thread is not None or self._state is not StreamState.NOT_STARTED:
             raise RuntimeError(f"{self.name}: a stream starts only once")
-        self._thread = threading.Thread(target=self._supervise, name=self.name, daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._transition(StreamState.CONNECTING)
         self._thread.start()
 
@@ -374,6 +379,13 @@ class VideoStream:
             )
 
     # --- supervisor thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._supervise()
+        finally:
+            # this thread is the only one that registers them, so nothing can add them back afterwards
+            secrets.forget(self._secrets_owner)
+
     def _supervise(self) -> None:
         failures = 0
         attempt = 0
@@ -391,7 +403,7 @@ class VideoStream:
                 self._failed(StreamState.RECONNECTING, f"resolve failed: {exc}")
                 failures = self._wait_backoff(failures)
                 continue
-            self._register_secrets(target)
+            secrets.register(self._secrets_owner, url_secrets(target.url))
             with self._lock:
                 self._url = target.masked
             self._sampler_reset()
@@ -489,16 +501,6 @@ class VideoStream:
     def _sampler_reset(self) -> None:
         with self._lock:
             self._sampler.reset()
-
-    @staticmethod
-    def _register_secrets(target: StreamTarget) -> None:
-        try:
-            parts = urlsplit(target.url)
-            password = parts.password
-        except ValueError:
-            return
-        if password:
-            secrets.add(password, unquote(password))
 
     # --- called by the current connection's reader thread --------------------------------------
     def _opened(self, codec: str, width: int, height: int) -> None:

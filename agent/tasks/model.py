@@ -395,9 +395,10 @@ def masked_spec(spec: TaskSpec) -> dict[str, Any]:
     return body
 
 
-def secret_values(spec: TaskSpec) -> list[str]:
-    """Every secret value in a spec, for the log masker."""
-    from urllib.parse import urlsplit
+def spec_secrets(spec: TaskSpec) -> list[str]:
+    """Every secret value in a spec, for the log masker: the VCN password, input and webhook header values,
+    and the passwords inside input and webhook URLs (as written and URL-decoded)."""
+    from agent.redact import url_secrets
 
     values: list[str] = []
     if spec.input.vcn is not None:
@@ -405,9 +406,8 @@ def secret_values(spec: TaskSpec) -> list[str]:
     for item in spec.input.data:
         values.extend((item.headers or {}).values())
         if item.url:
-            password = urlsplit(item.url).password
-            if password:
-                values.append(password)
+            values.extend(url_secrets(item.url))
     if spec.output.webhook is not None:
         values.extend(spec.output.webhook.headers.values())
+        values.extend(url_secrets(spec.output.webhook.url))
     return values

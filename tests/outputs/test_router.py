@@ -57,7 +57,7 @@ def test_check_output_refuses_event_center_without_broker(tmp_path: Path) -> Non
 
 def test_submit_refuses_event_center_without_broker(tmp_path: Path, make_router: Any) -> None:
     router = make_router(make_settings(tmp_path))
-    with pytest.raises(ApiError):
+    with pytest.raises(ValueError, match="no MQTT sink"):
         router.submit(TASK_ID, "svc", TaskOutput(event_center=True), ["cam"], [make_event()])
     assert router.status().sink("mqtt").backlog == 0
 

@@ -36,3 +36,19 @@ def test_stop_before_start_and_double_start() -> None:
         VideoStream(0, lambda: StreamTarget("x", "c"), StreamSettings(), 1.0, backend="gstreamer")
     with pytest.raises(ValueError, match="target fps"):
         VideoStream(0, lambda: StreamTarget("x", "c"), StreamSettings(), -1.0)
+
+
+def test_credentials_of_a_handed_out_url_are_masked_while_the_stream_runs() -> None:
+    from agent.redact import MASK, mask_text
+    from tests.waiting import wait_until
+
+    # as a RESTful lookup may answer: a password the task itself never held, URL-encoded in the URL
+    stream = VideoStream(0, lambda: StreamTarget("rtsp://cam:lookup%2Fpw-31@127.0.0.1:9/x", "c"),
+                         StreamSettings(), 1.0)
+    assert mask_text("lookup/pw-31") == "lookup/pw-31"
+    stream.start()
+    try:
+        wait_until(lambda: mask_text("lookup/pw-31 lookup%2Fpw-31") == f"{MASK} {MASK}", what="masked")
+    finally:
+        stream.stop()
+    wait_until(lambda: mask_text("lookup/pw-31") == "lookup/pw-31", what="forgotten once the stream stopped")

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agent.tasks.errors import ApiError
-from agent.tasks.model import TaskUpdate, apply_update, masked_spec, parse_create, parse_update, secret_values
+from agent.tasks.model import TaskUpdate, apply_update, masked_spec, parse_create, parse_update, spec_secrets
 from tests.tasks.examples import DOC_EXAMPLES, DOC_URL, DOC_VIDEO_SOURCE, body
 
 VCN_INPUT = {"type": "vcn", "data": [{"device_id": "123#dom", "stream_type": 1, "index": 0}],
@@ -230,16 +230,21 @@ def test_update_takes_exactly_one_input_and_revalidates_the_whole() -> None:
     assert isinstance(parse_update({}), TaskUpdate)
 
 
-def test_masked_spec_and_secret_values() -> None:
+def test_masked_spec_and_spec_secrets() -> None:
     raw = body(DOC_URL)
     raw["input"] = VCN_INPUT
     raw["output"]["webhook"]["headers"] = {"Authorization": "Bearer top-secret"}
-    raw["output"]["webhook"]["url"] = "https://user:hookpw@hooks.example/x"
+    raw["output"]["webhook"]["url"] = "https://user:hook%2Fpw@hooks.example/x"
     spec = parse_create(raw)
     text = json.dumps(masked_spec(spec))
-    assert "S3cret-pass" not in text and "top-secret" not in text and "hookpw" not in text
+    assert not any(secret in text for secret in ("S3cret-pass", "top-secret", "hook%2Fpw", "hook/pw"))
     assert "Authorization" in text  # names stay: an operator needs to see which headers are set
-    assert {"S3cret-pass", "Bearer top-secret"} <= set(secret_values(spec))
+    # the URL password both as written and URL-decoded: either may reach a log line
+    assert set(spec_secrets(spec)) == {"S3cret-pass", "Bearer top-secret", "hook%2Fpw", "hook/pw"}
     restful = parse_create(body(DOC_URL, input=RESTFUL_INPUT))
-    assert "tok-123" in secret_values(restful)
+    assert "tok-123" in spec_secrets(restful)
     assert "tok-123" not in json.dumps(masked_spec(restful))
+    url_input = parse_create(body(DOC_URL, input={"type": "url", "data": [{"url": "rtsp://admin:cam-pw@c/1"}]}))
+    assert "cam-pw" in spec_secrets(url_input)
+    malformed = parse_create(body(DOC_URL, input={"type": "url", "data": [{"url": "rtsp://a:bpass@[::1/x"}]}))
+    assert "bpass" not in spec_secrets(malformed)  # an unparsable URL is masked by pattern, and must not raise

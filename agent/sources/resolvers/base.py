@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from agent.redact import mask_text, secrets
+from agent.redact import mask_text
 from agent.sources.target import StreamTarget
 from agent.tasks.model import TaskInputData, TaskInputVcn
 
@@ -79,24 +79,6 @@ class InputResolver(ABC):
         """Release sessions, threads and connections."""
 
 
-def register_secrets(data: TaskInputData, vcn: TaskInputVcn | None) -> None:
-    """Make every secret of an input known to the log masker before anything can log it."""
-    if vcn is not None:
-        secrets.add(vcn.password)
-    if data.headers:
-        secrets.add_all(data.headers.values())
-    if data.url:
-        register_url_secret(data.url)
-
-
-def register_url_secret(url: str) -> None:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return
-    secrets.add(password)
-
-
 def check_remote_url(url: object, what: str) -> str:
     """``url`` if it is a non-empty stream URL a remote party may hand us; else a ResolveError saying ``what``.
 
@@ -113,5 +95,4 @@ def check_remote_url(url: object, what: str) -> str:
         raise ResolveError(
             f"{what} must be an {'/'.join(sorted(REMOTE_SCHEMES))} URL with a host, not {mask_text(url)!r}"
         )
-    register_url_secret(url)
     return url

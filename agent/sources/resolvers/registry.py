@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from agent.redact import mask_text
 from agent.settings import AgentSettings
-from agent.sources.resolvers.base import InputRef, InputResolver, OnChange, ResolveError, register_secrets
+from agent.sources.resolvers.base import InputRef, InputResolver, OnChange, ResolveError
 from agent.sources.resolvers.edgecamera import LOOKUP_TIMEOUT_S, EdgeCameraResolver
 from agent.sources.resolvers.restful import TIMEOUT_S as RESTFUL_TIMEOUT_S
 from agent.sources.resolvers.restful import RestfulResolver
@@ -55,14 +55,11 @@ class ResolverSet:
             raise unsupported("input.type", f"{kind} inputs are not supported on the edge",
                               "Use url, edgecamera, vcn, restful or video_source inputs.")
         for index in range(len(spec.input.data)):
-            ref = self._ref(spec, "", index)
-            register_secrets(ref.data, ref.vcn)
-            resolver.check(ref)
+            resolver.check(self._ref(spec, "", index))
 
     def resolver_for(self, spec: TaskSpec, task_id: str, index: int) -> Callable[[], StreamTarget]:
         """The callable the stream calls on every (re)connect; it raises ResolveError (masked message)."""
         ref = self._ref(spec, task_id, index)
-        register_secrets(ref.data, ref.vcn)
         resolver = self._resolvers.get(ref.kind)
 
         def resolve() -> StreamTarget:

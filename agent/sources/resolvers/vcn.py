@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,9 @@ class VcnSession:
         self._generation = 0  # bumped by every login, so concurrent inputs re-login only once per expiry
         self._stop = threading.Event()
         self._keepalive: threading.Thread | None = None
+        # the password and the session cookie stay masked while this session may use them, and no longer
+        self._secrets_owner = f"vcn-session:{uuid.uuid4().hex}"
+        secrets.register(self._secrets_owner, [password])
 
     def set_password(self, password: str) -> None:
         """A task brought a different password for this account: use it from the next login on."""
@@ -70,6 +74,8 @@ class VcnSession:
             if password != self._password:
                 self._password = password
                 self._logged_in = False
+                # the old session cookie is still sent until the next login replaces it
+                secrets.register(self._secrets_owner, [password, self._client.cookies.get(SESSION_COOKIE)])
 
     def rtsp_url(self, device_id: str, stream_type: int) -> str:
         generation = self._ensure_login()
@@ -121,7 +127,7 @@ class VcnSession:
         session_id = self._client.cookies.get(SESSION_COOKIE)
         if not session_id:
             raise ResolveError(f"{self.where}: login answered without a {SESSION_COOKIE} cookie")
-        secrets.add(session_id)
+        secrets.register(self._secrets_owner, [self._password, session_id])
         if code == PASSWORD_EXPIRED:
             log.warning("%s: the password of %s has expired; change it on the platform", self.where,
                         self._username)
@@ -168,6 +174,7 @@ class VcnSession:
                     log.warning("%s (logout)", exc)
                 self._logged_in = False
         self._client.close()
+        secrets.forget(self._secrets_owner)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -215,7 +222,6 @@ class VcnResolver(InputResolver):
         return StreamTarget(url=url, source_id=ref.source_id, transport="tcp")
 
     def session(self, ip: str, port: int, username: str, password: str) -> VcnSession:
-        secrets.add(password)
         with self._lock:
             session = self._sessions.get((ip, port, username))
             if session is None:

@@ -16,7 +16,6 @@ from agent.sources.resolvers.base import (
     OnChange,
     ResolveError,
     Unsubscribe,
-    register_secrets,
 )
 from agent.sources.target import StreamTarget
 from agent.tasks.errors import ApiError, invalid
@@ -31,12 +30,6 @@ class VideoSourceResolver(InputResolver):
     def __init__(self, video_sources: Sequence[VideoSource], resolvers: Mapping[str, InputResolver]) -> None:
         self._sources = {source.id: source for source in video_sources}
         self._resolvers = resolvers
-        for source in video_sources:
-            try:
-                target = self._target_of(source)
-            except ValueError:
-                continue  # reported when a task names it
-            register_secrets(target.data, target.vcn)
 
     def expand(self, ref: InputRef) -> InputRef:
         """The input the registry entry stands for, keeping the video source id as the stream id."""

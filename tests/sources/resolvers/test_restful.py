@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.redact import secrets
 from agent.sources.resolvers.base import InputRef, ResolveError
 from agent.sources.resolvers.restful import PathError, RestfulResolver, split_path, walk
 from agent.tasks.errors import ApiError
@@ -184,17 +185,18 @@ def test_unreachable_lookup_server_is_a_retryable_error() -> None:
 @pytest.mark.integration
 def test_header_values_and_url_secrets_stay_out_of_errors_and_logs(
         restful_server: LookupServer, caplog: pytest.LogCaptureFixture) -> None:
-    from agent.sources.resolvers.base import register_secrets
-
     caplog.set_level(logging.DEBUG)
     restful_server.json("/err?token=qs-token-999", {"error": "x"}, status=500)
     url = restful_server.url("/err?token=qs-token-999")
-    data = ref(url, "url", {"Authorization": "Bearer hdr-secret-777"}).data
-    register_secrets(data, None)
-    with pytest.raises(ResolveError) as caught:
-        RestfulResolver().resolve(ref(url, "url", {"Authorization": "Bearer hdr-secret-777"}))
-    ok = restful_server.json("/ok", {"url": "rtsp://admin:cam-pass-555@cam/1"})
-    RestfulResolver().resolve(ref(ok, "url", {"Authorization": "Bearer hdr-secret-777"}))
+    # as in the agent, the task's header values are held by the masker while the task exists
+    secrets.register("task:restful-test", ["Bearer hdr-secret-777"])
+    try:
+        with pytest.raises(ResolveError) as caught:
+            RestfulResolver().resolve(ref(url, "url", {"Authorization": "Bearer hdr-secret-777"}))
+        ok = restful_server.json("/ok", {"url": "rtsp://admin:cam-pass-555@cam/1"})
+        RestfulResolver().resolve(ref(ok, "url", {"Authorization": "Bearer hdr-secret-777"}))
+    finally:
+        secrets.forget("task:restful-test")
     assert "answered HTTP 500" in str(caught.value)
     # httpx itself logs request URLs at INFO: the agent's log setup masks or quiets it; ours must be clean
     text = str(caught.value) + "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("agent"))

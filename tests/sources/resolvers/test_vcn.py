@@ -202,3 +202,17 @@ def test_keepalive_never_repeats_a_refused_login(vcn_platform: VcnPlatform) -> N
         assert vcn_platform.count("/loginInfo/login/v1.0") == 2  # repeated refusals would lock the account
     finally:
         resolver.close()
+
+
+def test_the_session_masks_its_password_and_cookie_until_it_is_closed(vcn_platform: VcnPlatform) -> None:
+    from agent.redact import mask_text
+
+    vcn_platform.cameras["cam01#domain"] = "rtsp://10.0.0.5/cam01"
+    resolver = VcnResolver(verify=False, timeout_s=5.0)
+    try:
+        resolver.resolve(ref(vcn_platform))
+        (cookie,) = vcn_platform.sessions
+        assert mask_text(f"{vcn_platform.password} {cookie}") == "*** ***"
+    finally:
+        resolver.close()
+    assert mask_text(f"{vcn_platform.password} {cookie}") == f"{vcn_platform.password} {cookie}"
