@@ -75,15 +75,6 @@ class SecretRegistry:
                 self._by_owner.pop(owner, None)
             self._values = self._ordered()
 
-    def add(self, *values: str | None) -> None:
-        """Transitional: to be replaced by ``register`` at every call site (issue 13)."""
-        self.add_all(values)
-
-    def add_all(self, values: Iterable[str | None]) -> None:
-        with self._lock:
-            old = self._by_owner.get("unowned", frozenset())
-        self.register("unowned", [*old, *values])
-
     def forget(self, owner: str) -> None:
         with self._lock:
             if self._by_owner.pop(owner, None) is not None:

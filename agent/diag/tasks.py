@@ -30,7 +30,7 @@ _STREAM_LOST = ("reconnecting", "stalled")  # the agent's stream states in which
 
 def read_tasks(settings: AgentSettings) -> tuple[list[TaskRecord], Check | None]:
     """The stored tasks, with their secrets registered for masking; or the one finding that stands in."""
-    from agent.tasks.model import secret_values  # lead: spec_secrets after merge
+    from agent.tasks.model import spec_secrets
     from agent.tasks.store import TaskStore
 
     path, refused = store_access(settings, "tasks.db")
@@ -48,7 +48,7 @@ def read_tasks(settings: AgentSettings) -> tuple[list[TaskRecord], Check | None]
     finally:
         store.close()
     for record in records:
-        secrets.register(f"task:{record.id}", secret_values(record.spec))  # lead: spec_secrets after merge
+        secrets.register(f"task:{record.id}", spec_secrets(record.spec))
     if not records:
         return [], masked_check("task", "tasks", Level.OK, "no tasks stored")
     return records, None
