@@ -10,6 +10,7 @@ APT_PACKAGES=(
   mosquitto mosquitto-clients ffmpeg openssl python3-venv python3-gi
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  systemd-container  # systemd-nspawn boots the OS to run the shipped unit under a real PID-1 systemd
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
