@@ -1,7 +1,7 @@
 """face-detection: frontal faces with OpenCV's Haar cascade (Viola–Jones), one event per frame with faces.
 
 The cascade is OpenCV's ``haarcascade_frontalface_default.xml`` (shipped in agent/algorithms/data with
-its Intel licence; OpenCV 5 wheels no longer carry it) evaluated by agent.algorithms.haar. Frames wider
+its Intel licence) evaluated by OpenCV's ``CascadeClassifier`` (agent.algorithms.classic). Frames wider
 than 640 px are searched at 640 px: the cascade's smallest face is 24 px there, about 48 px in 1280×720.
 Pixels are only converted to colour when an output asked for images.
 """
@@ -16,8 +16,8 @@ from numpy.typing import NDArray
 from pydantic import Field
 
 from agent.algorithms.base import FACE_IMAGE, ORIGIN_IMAGE, Algorithm, AlgorithmConfig
+from agent.algorithms.classic import FaceCascade
 from agent.algorithms.event import Event
-from agent.algorithms.haar import load_cascade
 from agent.sources.frame import Frame
 
 EVENT_TYPE = 65536
@@ -49,7 +49,7 @@ class FaceDetection(Algorithm):
 
     def __init__(self, config: AlgorithmConfig, version: str, **kwargs: Any) -> None:
         super().__init__(config, version, **kwargs)
-        self._cascade = load_cascade()
+        self._cascade = FaceCascade()
 
     def process(self, frames: Mapping[int, Frame]) -> list[Event]:
         events = []

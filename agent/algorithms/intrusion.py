@@ -19,8 +19,8 @@ from numpy.typing import NDArray
 from pydantic import Field, field_validator
 
 from agent.algorithms.base import Algorithm, AlgorithmConfig
+from agent.algorithms.classic import PEOPLE_WINDOW, PeopleDetector
 from agent.algorithms.event import Event
-from agent.algorithms.hog import WINDOW_W, detect_people
 from agent.sources.frame import Frame, FrameInfo
 
 EVENT_TYPE = 196609
@@ -100,6 +100,7 @@ class IntrusionDetection(Algorithm):
     def __init__(self, config: AlgorithmConfig, version: str, **kwargs: Any) -> None:
         super().__init__(config, version, **kwargs)
         self._inputs: dict[int, _InputState] = {}
+        self._people = PeopleDetector() if self.config.classify_people else None
 
     def process(self, frames: Mapping[int, Frame]) -> list[Event]:
         events = []
@@ -151,9 +152,9 @@ class IntrusionDetection(Algorithm):
             box = _to_frame(track.box, state.scale, frame.width, frame.height)
             item: dict[str, Any] = {"bounding_box": dict(zip("xywh", box, strict=True)),
                                     "detection_id": track.detection_id}
-            if self.config.classify_people:
+            if self._people is not None:
                 if track.category is None:
-                    track.category = self._classify(frame, box)
+                    track.category = _classify(self._people, frame, box)
                 item["category"] = track.category
             items.append(item)
         return Event(EVENT_TYPE, index, frame.info, tuple(items))
@@ -200,27 +201,29 @@ class IntrusionDetection(Algorithm):
                 due.append(track)
         return due
 
-    def _classify(self, frame: Frame, box: tuple[int, int, int, int]) -> int:
-        """Person or other, by the HOG people detector on the object's surroundings."""
-        x, y, w, h = box
-        # The detector's window is 64×128 with a person about 96 px tall and some context around: crop
-        # with margins, scale so an upright person is a little taller than that (the pyramid then finds
-        # it), and widen the crop rather than stretch it when the object is narrow.
-        pad_y = h // 8 + 16
-        y0, y1 = max(0, y - pad_y), min(frame.height, y + h + pad_y)
-        factor = _HOG_CROP_HEIGHT / (y1 - y0)
-        want_w = max(w + 2 * (w // 4 + 8), math.ceil((WINDOW_W + 8) / factor))
-        centre = x + w / 2
-        x0, x1 = max(0, round(centre - want_w / 2)), min(frame.width, round(centre + want_w / 2))
-        crop: NDArray[Any] = frame.gray[y0:y1, x0:x1]
-        if crop.shape[0] < 8 or crop.shape[1] < 8:
-            return OTHER
-        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * factor)), _HOG_CROP_HEIGHT),
-                          interpolation=cv2.INTER_AREA)
-        if crop.shape[1] < WINDOW_W + 8:  # at the frame's edge: repeat the border instead
-            missing = WINDOW_W + 8 - crop.shape[1]
-            crop = cv2.copyMakeBorder(crop, 0, 0, missing // 2, missing - missing // 2, cv2.BORDER_REPLICATE)
-        return PERSON if detect_people(crop) else OTHER
+
+def _classify(people: PeopleDetector, frame: Frame, box: tuple[int, int, int, int]) -> int:
+    """Person or other, by the HOG people detector on the object's surroundings."""
+    window_w = PEOPLE_WINDOW[0]
+    x, y, w, h = box
+    # The detector's window is 64×128 with a person about 96 px tall and some context around: crop
+    # with margins, scale so an upright person is a little taller than that (the pyramid then finds
+    # it), and widen the crop rather than stretch it when the object is narrow.
+    pad_y = h // 8 + 16
+    y0, y1 = max(0, y - pad_y), min(frame.height, y + h + pad_y)
+    factor = _HOG_CROP_HEIGHT / (y1 - y0)
+    want_w = max(w + 2 * (w // 4 + 8), math.ceil((window_w + 8) / factor))
+    centre = x + w / 2
+    x0, x1 = max(0, round(centre - want_w / 2)), min(frame.width, round(centre + want_w / 2))
+    crop: NDArray[Any] = frame.gray[y0:y1, x0:x1]
+    if crop.shape[0] < 8 or crop.shape[1] < 8:
+        return OTHER
+    crop = cv2.resize(crop, (max(1, round(crop.shape[1] * factor)), _HOG_CROP_HEIGHT),
+                      interpolation=cv2.INTER_AREA)
+    if crop.shape[1] < window_w + 8:  # at the frame's edge: repeat the border instead
+        missing = window_w + 8 - crop.shape[1]
+        crop = cv2.copyMakeBorder(crop, 0, 0, missing // 2, missing - missing // 2, cv2.BORDER_REPLICATE)
+    return PERSON if people.detect(crop) else OTHER
 
 
 _KERNEL_3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
