@@ -21,7 +21,8 @@ from pydantic import Field, field_validator
 from agent.algorithms.base import Algorithm, AlgorithmConfig
 from agent.algorithms.classic import PEOPLE_WINDOW, PeopleDetector
 from agent.algorithms.event import Event
-from agent.sources.frame import Frame, FrameInfo
+from agent.algorithms.tracking import Tracker, frame_time
+from agent.sources.frame import Frame
 
 EVENT_TYPE = 196609
 PERSON, OTHER = 0, 2  # VIAS categories
@@ -65,26 +66,15 @@ class IntrusionConfig(AlgorithmConfig):
 
 
 @dataclass
-class _Track:
-    detection_id: int
-    box: tuple[int, int, int, int]  # work-size pixels
-    last_seen: float
-    hits: int = 1
-    reported_at: float | None = None
-    category: int | None = None
-
-
-@dataclass
 class _InputState:
     size: tuple[int, int]  # frame width, height
     work: tuple[int, int]  # the shrunk size the background model runs at
     scale: float  # work size / frame size
     subtractor: Any
     roi_mask: NDArray[np.uint8] | None
+    tracker: Tracker
     frames: int = 0
-    tracks: list[_Track] = field(default_factory=list)
-    next_id: int = 1
-    last_time: float = -math.inf
+    categories: dict[int, int] = field(default_factory=dict)  # detection_id → category, once classified
 
 
 class IntrusionDetection(Algorithm):
@@ -126,16 +116,15 @@ class IntrusionDetection(Algorithm):
             # darker object for a shadow.
             subtractor = cv2.createBackgroundSubtractorMOG2(
                 history=500, varThreshold=4 + 60 * (1 - self.config.sensitivity), detectShadows=False)
-            state = _InputState(size, work, scale, subtractor, _roi_mask(self.config.rois, size, work))
+            state = _InputState(size, work, scale, subtractor, _roi_mask(self.config.rois, size, work),
+                                Tracker(cooldown_s=self.config.cooldown_s, confirm_hits=_CONFIRM_HITS,
+                                        ttl_s=_TRACK_TTL_S))
             self._inputs[index] = state
         return state
 
     def _process_one(self, index: int, frame: Frame) -> Event | None:
         state = self._state(index, frame)
-        now = _frame_time(frame.info)
-        if now < state.last_time:  # a new stream restarted the clock: forget tracks timed on the old one
-            state.tracks.clear()
-        state.last_time = now
+        now = frame_time(frame.info)
         gray: NDArray[Any] = frame.gray
         if state.scale < 1.0:
             gray = cv2.resize(gray, state.work, interpolation=cv2.INTER_AREA)
@@ -144,19 +133,23 @@ class IntrusionDetection(Algorithm):
         if state.frames <= _WARMUP_FRAMES:
             return None
         boxes = self._boxes(foreground, state, frame)
-        due = self._track(state, boxes, now)
+        due = state.tracker.update(boxes, now)
         if not due:
             return None
         items = []
-        for track in due:
+        for track, _ in due:
             box = _to_frame(track.box, state.scale, frame.width, frame.height)
             item: dict[str, Any] = {"bounding_box": dict(zip("xywh", box, strict=True)),
                                     "detection_id": track.detection_id}
             if self._people is not None:
-                if track.category is None:
-                    track.category = _classify(self._people, frame, box)
-                item["category"] = track.category
+                category = state.categories.get(track.detection_id)
+                if category is None:
+                    category = state.categories[track.detection_id] = _classify(self._people, frame, box)
+                item["category"] = category
             items.append(item)
+        if self._people is not None:
+            live = state.tracker.live_ids()
+            state.categories = {i: c for i, c in state.categories.items() if i in live}
         return Event(EVENT_TYPE, index, frame.info, tuple(items))
 
     def _boxes(self, foreground: NDArray[np.uint8], state: _InputState,
@@ -172,34 +165,6 @@ class IntrusionDetection(Algorithm):
         min_work_area = min_area * state.scale * state.scale
         boxes = [cv2.boundingRect(contour) for contour in contours]
         return [(x, y, w, h) for x, y, w, h in boxes if w * h >= min_work_area]
-
-    def _track(self, state: _InputState, boxes: list[tuple[int, int, int, int]], now: float) -> list[_Track]:
-        """Match boxes to known objects by nearest centroid; return the objects due for a report."""
-        unmatched = list(boxes)
-        for track in sorted(state.tracks, key=lambda t: -t.hits):
-            if not unmatched:
-                break
-            cx, cy = _centre(track.box)
-            reach = max(track.box[2], track.box[3]) * 0.75 + 4  # how far an object moves between samples
-            nearest = min(unmatched, key=lambda b: math.dist((cx, cy), _centre(b)))
-            # Overlap also counts: an object merged with a neighbour or a decoding smear for a frame has
-            # its centre moved far, but it is still the same object.
-            if math.dist((cx, cy), _centre(nearest)) <= reach or _overlap(track.box, nearest):
-                unmatched.remove(nearest)
-                track.box, track.last_seen = nearest, now
-                track.hits += 1
-        for box in unmatched:
-            state.tracks.append(_Track(state.next_id, box, now))
-            state.next_id += 1
-        state.tracks = [t for t in state.tracks if now - t.last_seen <= _TRACK_TTL_S]
-        due = []
-        for track in state.tracks:
-            if track.last_seen != now or track.hits < _CONFIRM_HITS:
-                continue
-            if track.reported_at is None or now - track.reported_at >= self.config.cooldown_s:
-                track.reported_at = now
-                due.append(track)
-        return due
 
 
 def _classify(people: PeopleDetector, frame: Frame, box: tuple[int, int, int, int]) -> int:
@@ -242,19 +207,6 @@ def _roi_mask(rois: list[Polygon], size: tuple[int, int], work: tuple[int, int])
             points *= (work[0] / size[0], work[1] / size[1])
         cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 255)
     return mask
-
-
-def _frame_time(info: FrameInfo) -> float:
-    """Seconds on the stream's clock when known (files are decoded faster than real time), else wall time."""
-    return info.stream_time if info.stream_time is not None else info.captured_at
-
-
-def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
-
-
-def _centre(box: tuple[int, int, int, int]) -> tuple[float, float]:
-    return box[0] + box[2] / 2, box[1] + box[3] / 2
 
 
 def _to_frame(box: tuple[int, int, int, int], scale: float, width: int, height: int) -> tuple[int, int, int, int]:
