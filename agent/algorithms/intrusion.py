@@ -1,9 +1,11 @@
-"""intrusion-detection: something moving inside a region of interest, one event per object.
+"""intrusion-detection: something moving (or, with ``detector: "model"``, an object of chosen classes
+found by an ONNX model) inside a region of interest, one event per object.
 
-Per input: a MOG2 background model on the grey view, shrunk to at most 320 px wide (moving objects of
+Motion, per input: a MOG2 background model on the grey view, shrunk to at most 320 px wide (moving objects of
 interest stay several pixels wide there and the cost drops ~10× at 720p), foreground masked to the
 ROIs, morphology to join fragments, contours → boxes, and centroid tracking so that an object is
 reported once when it appears (and again only after ``cooldown_s`` while it stays), not every frame.
+The model detector is object-detection's (agent.algorithms.object_detection) with these ROIs and rules.
 """
 
 from __future__ import annotations
@@ -11,16 +13,20 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent.algorithms.base import Algorithm, AlgorithmConfig
 from agent.algorithms.classic import PEOPLE_WINDOW, PeopleDetector
 from agent.algorithms.event import Event
+from agent.algorithms.object_detection import ModelConfig, ModelObjects, item
+from agent.algorithms.onnx_detector import OnnxDetector
+from agent.algorithms.regions import ROIS_DESCRIPTION, Polygon, check_rois, roi_mask
 from agent.algorithms.tracking import Tracker, frame_time
 from agent.sources.frame import Frame
 
@@ -33,16 +39,10 @@ _CONFIRM_HITS = 2  # frames an object must be seen in before it is reported: fil
 _HOG_CROP_HEIGHT = 160
 _TRACK_TTL_S = 1.5  # an object unseen this long is forgotten; if it returns it is a new object
 
-Polygon = list[tuple[float, float]]
 
-
-class IntrusionConfig(AlgorithmConfig):
+class IntrusionConfig(ModelConfig):
     fps: float = Field(5.0, gt=0, le=30, description="Frames per second to analyse, per input.")
-    rois: list[Polygon] = Field(
-        [], max_length=16,
-        description="Regions of interest: polygons of 3–64 [x, y] points, in pixels of the frame or, when "
-                    "every coordinate of a polygon is ≤ 1, as fractions of its width and height. "
-                    "Empty: the whole frame.")
+    rois: list[Polygon] = Field([], max_length=16, description=ROIS_DESCRIPTION)
     min_area: float = Field(
         0.002, gt=0,
         description="Smallest object box reported: in pixels² of the frame, or as a fraction of the frame "
@@ -52,17 +52,18 @@ class IntrusionConfig(AlgorithmConfig):
     cooldown_s: float = Field(
         10.0, ge=0, description="An object still present is reported again after this many seconds.")
     classify_people: bool = Field(
-        False, description="Classify objects with the HOG people detector: category 0 person, 2 other.")
+        False, description="motion: classify objects with the HOG people detector: category 0 person, 2 other.")
+    detector: Literal["motion", "model"] = Field(
+        "motion", description="motion: a background model; model: objects of `classes` found by the ONNX `model`.")
 
-    @field_validator("rois")
-    @classmethod
-    def _polygons(cls, rois: list[Polygon]) -> list[Polygon]:
-        for polygon in rois:
-            if not 3 <= len(polygon) <= 64:
-                raise ValueError("each polygon needs 3 to 64 points")
-            if any(x < 0 or y < 0 or not (math.isfinite(x) and math.isfinite(y)) for x, y in polygon):
-                raise ValueError("coordinates must be finite and not negative")
-        return rois
+    _rois = field_validator("rois")(check_rois)
+
+    @model_validator(mode="after")
+    def _model_named(self) -> IntrusionConfig:
+        if self.detector == "model" and not self.model:
+            raise ValueError('detector "model" needs config.common.model: an ONNX file under the agent\'s '
+                             "models_roots")
+        return self
 
 
 @dataclass
@@ -83,27 +84,41 @@ class IntrusionDetection(Algorithm):
     event_type = EVENT_TYPE
     Config = IntrusionConfig
     color = "gray"
-    summary = "Moving objects entering regions of interest (MOG2 background model; HOG people on request)."
+    summary = "Objects entering regions of interest: moving (MOG2; HOG people on request) or found by an ONNX model."
 
     config: IntrusionConfig
 
     def __init__(self, config: AlgorithmConfig, version: str, **kwargs: Any) -> None:
         super().__init__(config, version, **kwargs)
         self._inputs: dict[int, _InputState] = {}
-        self._people = PeopleDetector() if self.config.classify_people else None
+        config = self.config
+        self._people = PeopleDetector() if config.classify_people and config.detector == "motion" else None
+        self._model = OnnxDetector(Path(config.model), threads=config.threads) if config.detector == "model" else None
+        self._objects: dict[int, ModelObjects] = {}
 
     def process(self, frames: Mapping[int, Frame]) -> list[Event]:
         events = []
         for index, frame in frames.items():
-            event = self._process_one(index, frame)
+            event = self._motion(index, frame) if self._model is None else self._objects_in(self._model, index, frame)
             if event is not None:
                 events.append(event)
         return events
 
     def input_up(self, input_index: int, now: float) -> list[Event]:
-        # The scene may have changed while the stream was down: learn the background afresh.
+        # The scene may have changed while the stream was down: learn the background afresh, and report
+        # what is in view again.
         self._inputs.pop(input_index, None)
+        self._objects.pop(input_index, None)
         return []
+
+    def _objects_in(self, model: OnnxDetector, index: int, frame: Frame) -> Event | None:
+        objects = self._objects.get(index)
+        if objects is None:
+            config = self.config
+            objects = self._objects[index] = ModelObjects(model, config, rois=config.rois, min_area=config.min_area,
+                                                          cooldown_s=config.cooldown_s)
+        due = objects.due(frame)
+        return Event(EVENT_TYPE, index, frame.info, tuple(item(i, d) for i, d in due)) if due else None
 
     def _state(self, index: int, frame: Frame) -> _InputState:
         size = (frame.width, frame.height)
@@ -116,13 +131,13 @@ class IntrusionDetection(Algorithm):
             # darker object for a shadow.
             subtractor = cv2.createBackgroundSubtractorMOG2(
                 history=500, varThreshold=4 + 60 * (1 - self.config.sensitivity), detectShadows=False)
-            state = _InputState(size, work, scale, subtractor, _roi_mask(self.config.rois, size, work),
+            state = _InputState(size, work, scale, subtractor, roi_mask(self.config.rois, size, work),
                                 Tracker(cooldown_s=self.config.cooldown_s, confirm_hits=_CONFIRM_HITS,
                                         ttl_s=_TRACK_TTL_S))
             self._inputs[index] = state
         return state
 
-    def _process_one(self, index: int, frame: Frame) -> Event | None:
+    def _motion(self, index: int, frame: Frame) -> Event | None:
         state = self._state(index, frame)
         now = frame_time(frame.info)
         gray: NDArray[Any] = frame.gray
@@ -193,20 +208,6 @@ def _classify(people: PeopleDetector, frame: Frame, box: tuple[int, int, int, in
 
 _KERNEL_3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 _KERNEL_5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-
-
-def _roi_mask(rois: list[Polygon], size: tuple[int, int], work: tuple[int, int]) -> NDArray[np.uint8] | None:
-    if not rois:
-        return None
-    mask = np.zeros((work[1], work[0]), dtype=np.uint8)
-    for polygon in rois:
-        points = np.array(polygon, dtype=np.float64)
-        if points.max() <= 1:
-            points *= (work[0], work[1])
-        else:
-            points *= (work[0] / size[0], work[1] / size[1])
-        cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 255)
-    return mask
 
 
 def _to_frame(box: tuple[int, int, int, int], scale: float, width: int, height: int) -> tuple[int, int, int, int]:

@@ -15,7 +15,8 @@ def static_checks(settings: AgentSettings, resolvers: ResolverSet | None = None)
     inputs = resolvers if resolvers is not None else ResolverSet(settings)
 
     def algorithm(spec: TaskSpec, service_name: str) -> None:
-        registry.validate_task(service_name, spec.service_version, spec.config.common)
+        registry.validate_task(service_name, spec.service_version, spec.config.common,
+                               models_roots=settings.models_roots)
 
     def task_inputs(spec: TaskSpec, _: str) -> None:
         inputs.check(spec)
