@@ -11,12 +11,16 @@ bench/detectors.py).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 from skimage import data
+
+from agent.algorithms.face import FaceConfig, FaceDetection
+from agent.sources.frame import Frame
 
 Box = tuple[int, int, int, int]  # x, y, w, h
 Detect = Callable[[np.ndarray], list[Box]]  # BGR image → face boxes
@@ -30,6 +34,20 @@ PHOTOS: dict[str, list[Box]] = {
 }
 LFW_BOX: Box = (48, 48, 96, 96)
 MATCH_IOU = 0.4
+
+
+def face_detection(detector: str) -> Detect:
+    """face-detection with its defaults and this ``detector``, reporting every face of every image."""
+    algorithm = FaceDetection(FaceConfig(detector=detector, cooldown_s=0), "1.0")
+    clock = itertools.count()
+
+    def detect(image: np.ndarray) -> list[Box]:
+        # Ten seconds apart: no image's faces are taken for the previous image's.
+        events = algorithm.process({0: Frame.from_bgr(image, stream_time=10.0 * next(clock))})
+        return [(item["bounding_box"]["x"], item["bounding_box"]["y"], item["bounding_box"]["w"],
+                 item["bounding_box"]["h"]) for event in events for item in event.event_set]
+
+    return detect
 
 
 def photo(name: str) -> np.ndarray:

@@ -5,32 +5,15 @@ below them is a regression in decoding, letterboxing or mapping boxes back."""
 
 from __future__ import annotations
 
-import itertools
-
-import numpy as np
 import pytest
 
-from agent.algorithms.face import FaceConfig, FaceDetection
-from agent.sources.frame import Frame
 from tests.algorithms import face_photos
-from tests.algorithms.face_photos import Box
-
-
-def detector(name: str) -> face_photos.Detect:
-    algorithm = FaceDetection(FaceConfig(detector=name, cooldown_s=0), "1.0")  # every face, every time
-    clock = itertools.count()
-
-    def detect(image: np.ndarray) -> list[Box]:
-        events = algorithm.process({0: Frame.from_bgr(image, stream_time=10.0 * next(clock))})
-        return [tuple(item["bounding_box"][k] for k in "xywh") for event in events for item in event.event_set]
-
-    return detect
 
 
 @pytest.mark.parametrize(("name", "photos_found", "lfw_found", "lfw_false"),
                          [("blazeface-full", 2, 12, 1), ("blazeface", 2, 24, 7), ("haar", 1, 22, 2)])
 def test_faces_found_in_real_photographs(name: str, photos_found: int, lfw_found: int, lfw_false: int) -> None:
-    counts = face_photos.count(detector(name), lfw_every=4)  # 25 LFW faces, 25 non-faces
+    counts = face_photos.count(face_photos.face_detection(name), lfw_every=4)  # 25 LFW faces, 25 non-faces
     assert counts["photos"].faces == 2 and counts["lfw faces"].faces == 25
     assert counts["photos"].found >= photos_found and counts["photos"].false == 0  # no face in a cat or a cup
     assert counts["lfw faces"].found >= lfw_found
@@ -41,6 +24,6 @@ def test_the_cameraman_in_profile_is_found_by_blazeface_only() -> None:
     cameraman = face_photos.photo("camera")
     truth = face_photos.PHOTOS["camera"][0]
     for name in ("blazeface-full", "blazeface"):
-        (box,) = detector(name)(cameraman)
+        (box,) = face_photos.face_detection(name)(cameraman)
         assert face_photos.iou(truth, box) >= face_photos.MATCH_IOU
-    assert detector("haar")(cameraman) == []
+    assert face_photos.face_detection("haar")(cameraman) == []
