@@ -161,6 +161,10 @@ class AgentSettings(BaseSettings):
     media_roots: list[Path] = Field(
         default_factory=list, description="Folders from which local video files may be played."
     )
+    models_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders from which object-detection models (config.common.model) may be loaded.",
+    )
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     mqtt: MqttSettings | None = Field(None, description="Absent: no MQTT control plane or event_center sink.")
     stream: StreamSettings = Field(default_factory=lambda: StreamSettings())

@@ -14,7 +14,8 @@ def static_checks(settings: AgentSettings, resolvers: ResolverSet | None = None)
     """Checks TaskService runs on every create and update; none of them does network I/O."""
 
     def algorithm(spec: TaskSpec, service_name: str) -> None:
-        registry.validate_task(service_name, spec.service_version, spec.config.common)
+        registry.validate_task(service_name, spec.service_version, spec.config.common,
+                               models_roots=settings.models_roots)
 
     return [algorithm, *start_checks(settings, resolvers)]
 

@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.algorithms import registry
 from agent.algorithms.event import Event
@@ -72,7 +73,7 @@ def input_summary(status: StreamStatus) -> dict[str, object]:
 class Pipeline:
     def __init__(self, record: TaskRecord, stream_settings: StreamSettings, resolvers: ResolverSet,
                  router: ResultRouter, on_report: Callable[[PipelineStatus], None], *,
-                 realtime_files: bool = True) -> None:
+                 realtime_files: bool = True, models_roots: Sequence[Path] = ()) -> None:
         spec = record.spec
         self.task_id = record.id
         self.service_name = record.service_name
@@ -84,7 +85,7 @@ class Pipeline:
             categories |= set(spec.output.webhook.data_category or ())
         try:
             algorithm = registry.create(record.service_name, spec.service_version, spec.config.common,
-                                        data_categories=categories)
+                                        data_categories=categories, models_roots=models_roots)
         except Exception as exc:
             detail = getattr(exc, "detail", None) or str(exc)
             raise StartFailed(f"cannot load algorithm {record.service_name} {spec.service_version}: "

@@ -222,7 +222,8 @@ class Supervisor:
         owner: list[Pipeline] = []
         try:
             pipeline = Pipeline(record, self._settings.stream, self._resolvers, self._router,
-                                self._reporter(record.id, owner), realtime_files=self._realtime_files)
+                                self._reporter(record.id, owner), realtime_files=self._realtime_files,
+                                models_roots=self._settings.models_roots)
         except StartFailed as exc:
             self._start_failed(record.id, str(exc))
             return

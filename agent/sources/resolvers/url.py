@@ -33,13 +33,14 @@ def local_path(url: str) -> str | None:
     return None
 
 
-def contained_file(path: str, media_roots: Sequence[Path]) -> Path:
+def contained_file(path: str, media_roots: Sequence[Path], *, setting: str = "media_roots") -> Path:
     """The real path of ``path`` if it is an existing file inside a media root; else LocalFileError.
 
-    Symlinks and ``..`` are resolved first, so neither can lead out of a root.
+    Symlinks and ``..`` are resolved first, so neither can lead out of a root. ``setting`` names the
+    roots in messages (model files obey the same rules under ``models_roots``).
     """
     if not media_roots:
-        raise LocalFileError("local files are disabled: the agent has no media_roots")
+        raise LocalFileError(f"local files are disabled: the agent has no {setting}")
     if not os.path.isabs(path):
         raise LocalFileError("a local file must be named by its absolute path")
     real = Path(os.path.realpath(path))
@@ -47,9 +48,9 @@ def contained_file(path: str, media_roots: Sequence[Path]) -> Path:
         real_root = Path(os.path.realpath(root))
         if real == real_root or real_root in real.parents:
             if not real.is_file():
-                raise LocalFileError("no such file under the media roots")
+                raise LocalFileError(f"no such file under the {setting}")
             return real
-    raise LocalFileError("the file is outside the agent's media_roots")
+    raise LocalFileError(f"the file is outside the agent's {setting}")
 
 
 def scheme_of(url: str) -> str:
