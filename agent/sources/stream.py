@@ -314,10 +314,6 @@ class VideoStream:
     def target_fps(self) -> float:
         return self._sampler.target_fps
 
-    def set_target_fps(self, fps: float) -> None:
-        with self._lock:
-            self._sampler.target_fps = fps
-
     def start(self) -> None:
         if self._thread is not None or self._state is not StreamState.NOT_STARTED:
             raise RuntimeError(f"{self.name}: a stream starts only once")

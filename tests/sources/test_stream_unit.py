@@ -26,13 +26,13 @@ def test_every_state_can_stop_and_stopped_is_final() -> None:
 
 
 def test_stop_before_start_and_double_start() -> None:
-    stream = VideoStream(0, lambda: StreamTarget("rtsp://127.0.0.1:9/x", "c"), StreamSettings(), 1.0)
+    stream = VideoStream(0, lambda: StreamTarget("rtsp://127.0.0.1:9/x"), StreamSettings(), 1.0)
     assert stream.status().state is StreamState.NOT_STARTED
     stream.stop()
     assert stream.status().state is StreamState.STOPPED
     with pytest.raises(RuntimeError, match="only once"):
         stream.start()  # a stopped stream does not come back
     with pytest.raises(ValueError, match=r"stream\.backend"):
-        VideoStream(0, lambda: StreamTarget("x", "c"), StreamSettings(), 1.0, backend="gstreamer")
+        VideoStream(0, lambda: StreamTarget("x"), StreamSettings(), 1.0, backend="gstreamer")
     with pytest.raises(ValueError, match="target fps"):
-        VideoStream(0, lambda: StreamTarget("x", "c"), StreamSettings(), -1.0)
+        VideoStream(0, lambda: StreamTarget("x"), StreamSettings(), -1.0)

@@ -39,7 +39,7 @@ class InputRef:
     """One input of one task, as a resolver sees it.
 
     ``field`` is where errors point (``input.data[2]``, or the agent config entry a video source
-    came from); ``source_id`` is what results name as ``stream_id``.
+    came from). What results name as ``stream_id`` is ``registry.source_id_of``'s business.
     """
 
     kind: str
@@ -47,7 +47,6 @@ class InputRef:
     vcn: TaskInputVcn | None
     index: int
     field: str
-    source_id: str
     task_id: str = ""
 
 

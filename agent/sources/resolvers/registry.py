@@ -109,5 +109,4 @@ class ResolverSet:
         if not 0 <= index < len(spec.input.data):
             raise IndexError(f"input index {index} out of range (the task has {len(spec.input.data)} inputs)")
         return InputRef(kind=spec.input.type, data=spec.input.data[index], vcn=spec.input.vcn, index=index,
-                        field=f"input.data[{index}]", source_id=source_id_of(spec.input.type, spec, index),
-                        task_id=task_id)
+                        field=f"input.data[{index}]", task_id=task_id)

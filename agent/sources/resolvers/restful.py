@@ -43,7 +43,7 @@ def walk(document: Any, path: str) -> Any:
                 raise PathError(f"no key {segment!r} at {where}")
             node = node[segment]
         elif isinstance(node, list):
-            if not segment.isdigit():
+            if not (segment.isascii() and segment.isdigit()):  # "²" is a digit to str.isdigit, not to int()
                 raise PathError(f"{where} is a list; {segment!r} is not an index")
             position = int(segment)
             if position >= len(node):
@@ -90,7 +90,7 @@ class RestfulResolver(InputResolver):
             raise ResolveError(f"restful lookup {mask_url(url)}: rtsp_path_in_response {path!r}: {exc}") from None
         stream_url = check_remote_url(leaf, f"restful lookup {mask_url(url)}: the value at {path!r}")
         log.info("restful input %d of task %s resolved to %s", ref.index, ref.task_id, mask_url(stream_url))
-        return StreamTarget(url=stream_url, source_id=ref.source_id)
+        return StreamTarget(url=stream_url)
 
     def _fetch(self, url: str, headers: dict[str, str], *, verify: bool) -> Any:
         where = f"restful lookup {mask_url(url)}"

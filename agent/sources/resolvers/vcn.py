@@ -212,7 +212,7 @@ class VcnResolver(InputResolver):
         session = self.session(ref.vcn.ip, ref.vcn.port, ref.vcn.username, ref.vcn.password)
         url = session.rtsp_url(ref.data.device_id or "", ref.data.stream_type or 1)
         # protocolType 2 asks the platform for RTSP over TCP
-        return StreamTarget(url=url, source_id=ref.source_id, transport="tcp")
+        return StreamTarget(url=url, transport="tcp")
 
     def session(self, ip: str, port: int, username: str, password: str) -> VcnSession:
         secrets.add(password)

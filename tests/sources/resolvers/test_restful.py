@@ -64,7 +64,7 @@ def test_walk_errors_say_which_segment_failed() -> None:
 
 def ref(url: str, path: str, headers: dict[str, str] | None = None, check: bool = False) -> InputRef:
     data = TaskInputData(url=url, rtsp_path_in_response=path, headers=headers, certificate_check=check)
-    return InputRef(kind="restful", data=data, vcn=None, index=0, field="input.data[0]", source_id="input-0",
+    return InputRef(kind="restful", data=data, vcn=None, index=0, field="input.data[0]",
                     task_id="t1")
 
 
@@ -83,7 +83,6 @@ def test_nested_path_with_list_index_and_headers(restful_server: LookupServer) -
         {"url": "rtsp://cam/sub"}, {"url": "rtsp://user:pw123@cam/main"}]}})
     target = RestfulResolver().resolve(ref(url, "data/streams/1/url", {"X-Auth-Token": "tok-abc-123"}))
     assert target.url == "rtsp://user:pw123@cam/main"
-    assert target.source_id == "input-0"
     (path, headers), = restful_server.requests
     assert path == "/api/streams?camera=7"
     assert headers["x-auth-token"] == "tok-abc-123"
