@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.backoff import Backoff, BackoffPolicy
 from agent.settings import StreamSettings
 from agent.sources.opencv import read_opencv
-from agent.sources.stream import Backoff, StreamState, VideoStream
+from agent.sources.stream import StreamState, VideoStream
 from agent.sources.target import StreamTarget
 from tests.fixtures.rtsp import RtspServer, RtspServerFactory
 from tests.sources.test_stream import FAST, collect, gaps, running
@@ -54,7 +55,8 @@ def test_file_is_lossless_and_ends(make_clip: Callable[..., Path]) -> None:
 def test_killed_server_reconnects(rtsp_server: RtspServerFactory) -> None:
     server = rtsp_server()
     resolve = lambda: StreamTarget(server.url)  # noqa: E731
-    stream = VideoStream(0, resolve, FAST, 5.0, backend="opencv", backoff=Backoff(initial=0.2, maximum=1.0))
+    quick = Backoff(BackoffPolicy(first_s=0.2, max_s=1.0))
+    stream = VideoStream(0, resolve, FAST, 5.0, backend="opencv", backoff=quick)
     with running(stream):
         assert collect(stream, 2, timeout=10)
         server.stop()

@@ -70,6 +70,10 @@ class InputResolver(ABC):
     def resolve(self, ref: InputRef) -> StreamTarget:
         """A playable target for ``ref``; raises :class:`ResolveError` with a masked message."""
 
+    def begin(self, ref: InputRef) -> None:  # noqa: B027 - only resolvers that remember refusals act on it
+        """A stream of ``ref`` is being built (its task starts, restarts or was updated): forget what earlier
+        runs concluded for good (a refused login), so this run may try once more."""
+
     def watch(self, ref: InputRef, on_change: OnChange) -> Unsubscribe:
         """Call ``on_change(reason)`` when the input's URL changes; returns the unsubscribe function."""
         return no_unsubscribe

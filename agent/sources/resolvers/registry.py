@@ -60,10 +60,16 @@ class ResolverSet:
             resolver.check(ref)
 
     def resolver_for(self, spec: TaskSpec, task_id: str, index: int) -> Callable[[], StreamTarget]:
-        """The callable the stream calls on every (re)connect; it raises ResolveError (masked message)."""
+        """The callable the stream calls on every (re)connect; it raises ResolveError (masked message).
+
+        Asking for it means a stream of this input is being built, so a refusal remembered from an earlier
+        run (a refused VCN login) is forgotten: each start of a task may try once.
+        """
         ref = self._ref(spec, task_id, index)
         register_secrets(ref.data, ref.vcn)
         resolver = self._resolvers.get(ref.kind)
+        if resolver is not None:
+            resolver.begin(ref)
 
         def resolve() -> StreamTarget:
             if resolver is None:

@@ -83,6 +83,13 @@ class VideoSourceResolver(InputResolver):
             raise ResolveError(exc.detail, retryable=False) from None
         return self._resolvers[target.kind].resolve(target)
 
+    def begin(self, ref: InputRef) -> None:
+        try:
+            target = self.expand(ref)
+        except ApiError:
+            return
+        self._resolvers[target.kind].begin(target)
+
     def watch(self, ref: InputRef, on_change: OnChange) -> Unsubscribe:
         try:
             target = self.expand(ref)

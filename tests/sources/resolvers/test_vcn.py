@@ -84,6 +84,20 @@ def test_wrong_password_is_a_non_retryable_error_naming_the_code(
         assert secret not in str(caught.value) + caplog.text
 
 
+def test_a_refused_login_is_answered_from_memory_until_a_task_begins_again(
+        vcn_platform: VcnPlatform, resolver: VcnResolver) -> None:
+    wrong = ref(vcn_platform, password="Wrong#Pass-000")
+    for _ in range(3):  # every input of the account, every lookup: one refusal, asked once
+        with pytest.raises(ResolveError, match=str(WRONG_PASSWORD)) as caught:
+            resolver.resolve(wrong)
+        assert not caught.value.retryable
+    assert vcn_platform.count("/loginInfo/login/v1.0") == 1
+    resolver.begin(wrong)  # a task using the account starts again
+    with pytest.raises(ResolveError, match=str(WRONG_PASSWORD)):
+        resolver.resolve(wrong)
+    assert vcn_platform.count("/loginInfo/login/v1.0") == 2
+
+
 def test_unknown_camera_fails_with_the_platform_code_after_one_fresh_login(
         vcn_platform: VcnPlatform, resolver: VcnResolver) -> None:
     with pytest.raises(ResolveError, match=f"rtspurl for camera nope#d failed with resultCode {NO_SUCH_CAMERA}"):
