@@ -5,11 +5,13 @@ H.264 pattern) on a free loopback port and one ``VideoStream`` with the agent's 
 (``STREAM_RECONNECT`` backoff, a port probe every second while down). The server is killed and
 started again on the same port, once per outage length; for each restart the bench measures the time
 from the server answering (the first TCP connection it accepts, polled every 5 ms by the bench) to
-the first sampled frame the stream hands its consumer, and counts the stream's full attempts
-(resolves) while the server was down.
+the first sampled frame the stream hands its consumer, split at the stream's full attempt (probe
+wait, then open → first frame), and counts the full attempts (resolves) while the server was down.
+The outages' fractional parts differ so that the restarts fall at different points of the 1 s probe
+cycle (whole-second outages would hit the same point every time).
 
-    .venv/bin/python bench/reconnect.py                      # outages 0.5 1 2 3 5 8 13 21 34 45 s
-    .venv/bin/python bench/reconnect.py --outages 2 40 2 40
+    .venv/bin/python bench/reconnect.py            # outages 0.5 1.3 2.7 4.1 6.9 9.6 14.2 21.8 33.4 45.05 s
+    .venv/bin/python bench/reconnect.py --outages 2.5 40.2 2.9 40.6
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from agent.sources.target import StreamTarget
 from tests.fixtures.ports import free_port
 from tests.fixtures.rtsp import RtspServer
 
-DEFAULT_OUTAGES = [0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.0, 45.0]
+DEFAULT_OUTAGES = [0.5, 1.3, 2.7, 4.1, 6.9, 9.6, 14.2, 21.8, 33.4, 45.05]
 ANSWER_POLL_S = 0.005
 FRAME_TIMEOUT_S = 90.0
 
@@ -90,11 +92,10 @@ def main() -> None:
 
     server = RtspServer(port=free_port())
     server.start()
-    resolves = 0
+    resolved_at: list[float] = []
 
     def resolve() -> StreamTarget:
-        nonlocal resolves
-        resolves += 1
+        resolved_at.append(time.monotonic())
         return StreamTarget(server.url)
 
     wakeup = threading.Event()
@@ -104,18 +105,18 @@ def main() -> None:
     consumer.arm()
     if not consumer.wait(30):
         raise SystemExit("no first frame from the RTSP server")
-    rows: list[tuple[float, float, int, int]] = []
+    rows: list[tuple[float, float, float, int, int]] = []
     try:
         for outage in args.outages:
             time.sleep(2.0)  # frames flow for a while between outages
             server.stop()
             down_at = time.monotonic()
-            resolves_at_kill, probes_at_kill = resolves, stream.status().probes
+            resolves_at_kill, probes_at_kill = len(resolved_at), stream.status().probes
             while stream.status().state is StreamState.RUNNING and time.monotonic() - down_at < 30:
                 time.sleep(0.01)
             time.sleep(max(0.0, outage - (time.monotonic() - down_at)))
             consumer.arm()
-            attempts_down = resolves - resolves_at_kill  # before the restart: attempts against a dead port
+            attempts_down = len(resolved_at) - resolves_at_kill  # before the restart: against a dead port
             result: list[float] = []
             poller = threading.Thread(target=record_answer, args=(server.port, result), name="bench-answer",
                                       daemon=True)
@@ -125,18 +126,21 @@ def main() -> None:
             if not consumer.wait(FRAME_TIMEOUT_S) or not result:
                 raise SystemExit(f"no frame within {FRAME_TIMEOUT_S} s of restarting after a {outage} s outage")
             latency = consumer.at - result[0]
+            attempt = resolved_at[-1] - result[0]
             probes = stream.status().probes - probes_at_kill
-            rows.append((outage, latency, attempts_down, probes))
-            print(f"outage {outage:5.1f} s: first frame {latency:5.2f} s after the server answered "
-                  f"({attempts_down} full attempts and {probes} probes while down)", flush=True)
+            rows.append((outage, latency, attempt, attempts_down, probes))
+            print(f"outage {outage:5.2f} s: first frame {latency:5.2f} s after the server answered "
+                  f"(full attempt after {attempt:4.2f} s; {attempts_down} full attempts and {probes} probes "
+                  f"while down)", flush=True)
     finally:
         consumer.close()
         stream.stop()
         server.stop()
     latencies = [row[1] for row in rows]
+    attempts = [row[2] for row in rows]
     print(f"\n{len(rows)} restarts: server answers → first frame median {statistics.median(latencies):.2f} s, "
-          f"max {max(latencies):.2f} s; full attempts while down: "
-          f"{', '.join(str(row[2]) for row in rows)}")
+          f"max {max(latencies):.2f} s (→ full attempt: median {statistics.median(attempts):.2f} s, "
+          f"max {max(attempts):.2f} s); full attempts while down: {', '.join(str(row[3]) for row in rows)}")
 
 
 if __name__ == "__main__":
