@@ -17,7 +17,6 @@ them to the outbox and returns; two named delivery threads drain it, one per sin
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 import uuid
@@ -26,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.algorithms.event import Event
+from agent.backoff import DELIVERY_RETRY, BackoffPolicy
 from agent.outputs.envelope import build_envelope, encode_envelope
 from agent.outputs.mqtt_sink import MAX_INFLIGHT, MqttEventSink, events_topic
 from agent.outputs.outbox import NewMessage, Outbox, QueuedMessage, Sink
@@ -44,21 +44,6 @@ IDLE_WAIT_S = 1.0
 ERROR_PAUSE_S = 5.0
 BUSY_POLL_S = 0.2
 ACK_GATHER_S = 0.005
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential back-off with jitter: ``base_s`` after the first failure, doubling up to ``max_s``."""
-
-    base_s: float = 1.0
-    max_s: float = 300.0
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""
-        exponent = min(max(failures, 1) - 1, 32)
-        plain = min(self.max_s, self.base_s * (2.0 ** exponent))
-        # Up to +25 % so that lanes failing together do not retry in lock-step.
-        return min(self.max_s, plain * (1.0 + random.uniform(0.0, 0.25)))
 
 
 @dataclass(frozen=True)
@@ -111,12 +96,12 @@ class ResultRouter:
         self,
         settings: AgentSettings,
         *,
-        retry: RetryPolicy | None = None,
+        retry: BackoffPolicy = DELIVERY_RETRY,
         webhook_timeout_s: float = DEFAULT_TIMEOUT_S,
         mqtt_reconnect_max_s: int | None = None,
     ) -> None:
         self._settings = settings
-        self._retry = retry or RetryPolicy()
+        self._retry = retry
         self._webhook_timeout_s = webhook_timeout_s
         self._outbox = Outbox(
             settings.state_dir / "outbox.db",
@@ -301,7 +286,8 @@ class ResultRouter:
                               result.reason)
                     self._outbox.dead_letter(message, result.reason, _safe_destination(message))
                 else:
-                    delay = result.retry_after_s or self._retry.delay(message.attempts + 1)
+                    # the row's earlier failures (kept in the outbox across restarts) pick the step
+                    delay = result.retry_after_s or self._retry.delay(message.attempts)
                     log.warning("webhook event %s of task %s not delivered (attempt %d), retry in %.1f s: %s",
                                 message.message_id, task_id, message.attempts + 1, delay, result.reason)
                     self._outbox.retry_later(message, delay, result.reason)

@@ -28,7 +28,7 @@ from agent.tasks.store import TaskRecord
 
 log = logging.getLogger(__name__)
 
-DOWN_STATES = frozenset({StreamState.RECONNECTING, StreamState.STALLED})
+DOWN_STATES = frozenset({StreamState.RECONNECTING, StreamState.STALLED, StreamState.FAILED})
 REPORT_INTERVAL_S = 5.0
 INPUT_CHECK_INTERVAL_S = 0.5
 # per analysed frame, capture → analysed and its events committed (seconds); /metrics and the capacity bench

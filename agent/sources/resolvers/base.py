@@ -39,7 +39,7 @@ class InputRef:
     """One input of one task, as a resolver sees it.
 
     ``field`` is where errors point (``input.data[2]``, or the agent config entry a video source
-    came from); ``source_id`` is what results name as ``stream_id``.
+    came from). What results name as ``stream_id`` is ``registry.source_id_of``'s business.
     """
 
     kind: str
@@ -47,7 +47,6 @@ class InputRef:
     vcn: TaskInputVcn | None
     index: int
     field: str
-    source_id: str
     task_id: str = ""
 
 
@@ -70,6 +69,10 @@ class InputResolver(ABC):
     @abstractmethod
     def resolve(self, ref: InputRef) -> StreamTarget:
         """A playable target for ``ref``; raises :class:`ResolveError` with a masked message."""
+
+    def begin(self, ref: InputRef) -> None:  # noqa: B027 - only resolvers that remember refusals act on it
+        """A stream of ``ref`` is being built (its task starts, restarts or was updated): forget what earlier
+        runs concluded for good (a refused login), so this run may try once more."""
 
     def watch(self, ref: InputRef, on_change: OnChange) -> Unsubscribe:
         """Call ``on_change(reason)`` when the input's URL changes; returns the unsubscribe function."""

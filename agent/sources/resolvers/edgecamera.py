@@ -113,7 +113,7 @@ class EdgeCameraResolver(InputResolver):
         with self._lock:
             self._known[(ref.task_id, ref.index)] = url
         log.info("edgecamera %s resolved to %s", camera_id, mask_url(url))
-        return StreamTarget(url=url, source_id=ref.source_id)
+        return StreamTarget(url=url)
 
     def _from_twin(self, camera_id: str) -> tuple[str | None, str | None]:
         """(url, None) from EdgeCore, or (None, why not)."""

@@ -58,9 +58,15 @@ class ResolverSet:
             resolver.check(self._ref(spec, "", index))
 
     def resolver_for(self, spec: TaskSpec, task_id: str, index: int) -> Callable[[], StreamTarget]:
-        """The callable the stream calls on every (re)connect; it raises ResolveError (masked message)."""
+        """The callable the stream calls on every (re)connect; it raises ResolveError (masked message).
+
+        Asking for it means a stream of this input is being built, so a refusal remembered from an earlier
+        run (a refused VCN login) is forgotten: each start of a task may try once.
+        """
         ref = self._ref(spec, task_id, index)
         resolver = self._resolvers.get(ref.kind)
+        if resolver is not None:
+            resolver.begin(ref)
 
         def resolve() -> StreamTarget:
             if resolver is None:
@@ -106,5 +112,4 @@ class ResolverSet:
         if not 0 <= index < len(spec.input.data):
             raise IndexError(f"input index {index} out of range (the task has {len(spec.input.data)} inputs)")
         return InputRef(kind=spec.input.type, data=spec.input.data[index], vcn=spec.input.vcn, index=index,
-                        field=f"input.data[{index}]", source_id=source_id_of(spec.input.type, spec, index),
-                        task_id=task_id)
+                        field=f"input.data[{index}]", task_id=task_id)

@@ -86,19 +86,19 @@ class UrlResolver(InputResolver):
             raise invalid(field, "the URL names no host")
 
     def resolve(self, ref: InputRef) -> StreamTarget:
-        return self.target(ref.data.url or "", ref.source_id)
+        return self.target(ref.data.url or "")
 
-    def target(self, url: str, source_id: str) -> StreamTarget:
+    def target(self, url: str) -> StreamTarget:
         try:
             path = local_path(url)
             if path is not None:
                 real = contained_file(path, self._media_roots)
-                return StreamTarget(url=str(real), source_id=source_id, is_file=True)
+                return StreamTarget(url=str(real), is_file=True)
         except LocalFileError as exc:
             raise ResolveError(f"{mask_url(url)}: {exc}", retryable=False) from None
         scheme = scheme_of(url)
         if scheme not in REMOTE_SCHEMES:
             raise ResolveError(f"{mask_url(url)}: unsupported scheme {scheme!r}", retryable=False)
         is_file = scheme in ("http", "https") and Path(urlsplit(url).path).suffix.lower() in FILE_SUFFIXES
-        return StreamTarget(url=url, source_id=source_id, is_file=is_file)
+        return StreamTarget(url=url, is_file=is_file)
 
