@@ -54,6 +54,7 @@ class SinkStatus:
     delivered: int
     failed: int  # failed attempts (each retry counts)
     dead_letters: int
+    dead_letters_pruned: int
     dropped_at_cap: int
 
 
@@ -209,7 +210,8 @@ class ResultRouter:
         for sink in Sink:
             stats = self._outbox.stats(sink, now)
             sinks.append(SinkStatus(sink.value, stats.backlog, stats.oldest_undelivered_age_s, stats.delivered,
-                                    stats.failed, stats.dead_letters, stats.dropped_at_cap))
+                                    stats.failed, stats.dead_letters, stats.dead_letters_pruned,
+                                    stats.dropped_at_cap))
         return RouterStatus(
             sinks=tuple(sinks),
             mqtt_connected=None if self._mqtt is None else self._mqtt.connected,

@@ -192,6 +192,9 @@ class AgentCollector(Collector):
                                      labels=("sink",))
         dead = CounterMetricFamily(f"{PREFIX}_outbox_dead_letters", "Events given up on (see /v2/…/dead-letters).",
                                    labels=("sink",))
+        pruned = CounterMetricFamily(f"{PREFIX}_outbox_dead_letters_pruned",
+                                     "Oldest dead letters removed to keep their table within its share of the cap.",
+                                     labels=("sink",))
         dropped = CounterMetricFamily(f"{PREFIX}_outbox_dropped", "Oldest events dropped at the outbox size cap.",
                                       labels=("sink",))
         for sink in router.sinks:
@@ -201,8 +204,9 @@ class AgentCollector(Collector):
             delivered.add_metric(labels, sink.delivered)
             failed.add_metric(labels, sink.failed)
             dead.add_metric(labels, sink.dead_letters)
+            pruned.add_metric(labels, sink.dead_letters_pruned)
             dropped.add_metric(labels, sink.dropped_at_cap)
-        yield from (backlog, oldest, delivered, failed, dead, dropped)
+        yield from (backlog, oldest, delivered, failed, dead, pruned, dropped)
         yield GaugeMetricFamily(f"{PREFIX}_outbox_stored_bytes", "Bytes the undelivered events take.",
                                 value=router.stored_bytes)
         yield GaugeMetricFamily(f"{PREFIX}_outbox_max_bytes", "The outbox size cap (outbox.max_bytes).",
