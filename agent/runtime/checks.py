@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agent.algorithms import registry
 from agent.outputs.router import check_output
+from agent.outputs.stores import check_store_outputs
 from agent.settings import AgentSettings
 from agent.sources.resolvers.registry import ResolverSet
 from agent.tasks.model import TaskSpec
@@ -11,7 +12,7 @@ from agent.tasks.service import SpecCheck
 
 
 def static_checks(settings: AgentSettings, resolvers: ResolverSet | None = None) -> list[SpecCheck]:
-    """Checks TaskService runs on every create and update; none of them does network I/O."""
+    """Checks TaskService runs on every create and update; only an obs input's object check does network I/O."""
     inputs = resolvers if resolvers is not None else ResolverSet(settings)
 
     def algorithm(spec: TaskSpec, service_name: str) -> None:
@@ -22,5 +23,6 @@ def static_checks(settings: AgentSettings, resolvers: ResolverSet | None = None)
 
     def outputs(spec: TaskSpec, _: str) -> None:
         check_output(settings, spec.output)
+        check_store_outputs(settings, spec.output)
 
     return [algorithm, task_inputs, outputs]
