@@ -170,8 +170,9 @@ class ObsSettings(_KeyPair):
     addressing: Literal["virtual", "path"] = Field(
         "virtual", description="virtual: https://bucket.host/key (OBS, AWS); path: https://host/bucket/key "
                               "(MinIO, Ceph, servers addressed by IP).")
-    presign_expiry_s: int = Field(3600, ge=60, le=7 * 86400, description="Lifetime of the signed GET URL an obs "
-                                  "input is played from; the input asks for a new one on every reconnect.")
+    cache_max_bytes: int = Field(4 << 30, ge=1 << 20, description="obs inputs are downloaded into "
+                                 "{state_dir}/cache/obs before they play; the least recently used files go "
+                                 "when a new one would pass this size. A larger object is refused.")
     timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout of one request to the store.")
 
     @field_validator("endpoint")

@@ -18,7 +18,7 @@ from agent.outputs.lanes import DeadLetterHook, LanePool
 from agent.outputs.obs_sink import ObsSender, obs_payload
 from agent.outputs.outbox import NewMessage, Outbox, Sink
 from agent.settings import AgentSettings
-from agent.tasks.errors import ApiError, invalid
+from agent.tasks.errors import missing_section
 from agent.tasks.model import TaskOutput
 
 WORKERS = 4  # per store, as for webhooks: a few slow tasks' lanes cannot hold every other task back
@@ -32,11 +32,6 @@ def check_store_outputs(settings: AgentSettings, output: TaskOutput) -> None:
         raise missing_section("output.obs", "obs")
     if output.dis is not None and settings.dis is None:
         raise missing_section("output.dis", "dis")
-
-
-def missing_section(field: str, section: str) -> ApiError:
-    return invalid(field, f"this agent has no [{section}] section in its config file",
-                   f"Add [{section}] (endpoint, region, keys; see docs/configuration.md) and restart the agent.")
 
 
 class StoreOutputs:
