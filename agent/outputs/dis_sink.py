@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from agent.dis_client import MAX_RECORD_BYTES, MAX_RECORDS, MAX_REQUEST_BYTES, RECORD_OVERHEAD, DisClient
+from agent.outputs.dis_client import MAX_RECORD_BYTES, MAX_RECORDS, MAX_REQUEST_BYTES, RECORD_OVERHEAD, DisClient
 from agent.outputs.outbox import QueuedMessage
 from agent.outputs.webhook import DeliveryResult, Outcome
 

@@ -10,8 +10,8 @@ import threading
 from collections.abc import Mapping
 
 from agent.algorithms.event import Event
-from agent.dis_client import DisClient
 from agent.obs_client import new_client
+from agent.outputs.dis_client import DisClient
 from agent.outputs.dis_sink import DisSender
 from agent.outputs.envelope import build_envelope, encode_envelope
 from agent.outputs.lanes import DeadLetterHook, LanePool
