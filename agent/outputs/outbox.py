@@ -81,6 +81,8 @@ CREATE TABLE IF NOT EXISTS counter (
 class Sink(str, Enum):
     MQTT = "mqtt"
     WEBHOOK = "webhook"
+    OBS = "obs"
+    DIS = "dis"
 
 
 class Counter(str, Enum):

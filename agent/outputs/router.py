@@ -12,6 +12,8 @@ them to the outbox and returns; two named delivery threads drain it, one per sin
   after 9 s then held every other task's webhook back for minutes.)
 - ``outbox-mqtt`` pipelines up to 1000 QoS 1 publishes on the events connection and deletes rows as
   PUBACKs arrive; during a broker outage it waits, and paho resends the unacknowledged ones on reconnect.
+- ``outbox-obs-*`` and ``outbox-dis-*``: the same lane rules as the webhook pool, in ``lanes.py``, for the
+  object store and DIS outputs when their settings sections exist (``stores.py``).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from typing import Any
 from agent.algorithms.event import Event
 from agent.backoff import DELIVERY_RETRY, BackoffPolicy
 from agent.outputs.envelope import build_envelope, encode_envelope
+from agent.outputs.lanes import DeadLetterHook
 from agent.outputs.mqtt_sink import MAX_INFLIGHT, MqttEventSink, events_topic
 from agent.outputs.outbox import NewMessage, Outbox, QueuedMessage, Sink
+from agent.outputs.stores import StoreOutputs
 from agent.outputs.webhook import DEFAULT_TIMEOUT_S, Outcome, WebhookClient
 from agent.redact import MASK, mask_url
 from agent.settings import AgentSettings
@@ -100,7 +104,9 @@ class ResultRouter:
         retry: BackoffPolicy = DELIVERY_RETRY,
         webhook_timeout_s: float = DEFAULT_TIMEOUT_S,
         mqtt_reconnect_max_s: int | None = None,
+        on_dead_letter: DeadLetterHook | None = None,
     ) -> None:
+        """``on_dead_letter(task_id, sink, reason)`` hears each obs/dis event given up on."""
         self._settings = settings
         self._retry = retry
         self._webhook_timeout_s = webhook_timeout_s
@@ -119,6 +125,7 @@ class ResultRouter:
         if settings.mqtt is not None:
             kwargs = {} if mqtt_reconnect_max_s is None else {"reconnect_max_s": mqtt_reconnect_max_s}
             self._mqtt = MqttEventSink(settings, on_change=self._wake[Sink.MQTT].set, **kwargs)
+        self._stores = StoreOutputs(settings, self._outbox, self._wake, on_dead_letter)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -134,6 +141,7 @@ class ResultRouter:
             self._threads.append(threading.Thread(target=self._run_mqtt, name="outbox-mqtt", daemon=True))
         for thread in self._threads:
             thread.start()
+        self._stores.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop delivering (what is queued stays queued) and close the outbox."""
@@ -146,6 +154,7 @@ class ResultRouter:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 stuck.append(thread.name)
+        stuck += self._stores.stop(deadline)
         self._threads = []
         if self._mqtt is not None:
             self._mqtt.stop()
@@ -198,6 +207,7 @@ class ResultRouter:
                 # Without images both envelopes are the same: encode once (JSON is a third of submit's cost).
                 payload = webhook_payload if envelope == webhook_envelope else encode_envelope(envelope)
                 messages.append(NewMessage(Sink.MQTT, task_id, message_id, topic_destination, payload))
+            messages += StoreOutputs.messages(output, event, **common)
         self._outbox.add(messages)
         for sink in {message.sink for message in messages}:
             self._wake[sink].set()

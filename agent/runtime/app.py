@@ -21,9 +21,11 @@ from agent.runtime.supervisor import Supervisor, utc_now
 from agent.settings import AgentSettings, config_secrets
 from agent.sources.resolvers.registry import ResolverSet
 from agent.tasks.service import TaskService
-from agent.tasks.store import TaskStore
+from agent.tasks.store import TaskError, TaskStore
 
 log = logging.getLogger(__name__)
+
+DEAD_LETTER_CODE = "VIAS.00010004"  # the request was valid, the destination refuses it
 
 
 class AgentRuntime:
@@ -39,7 +41,7 @@ class AgentRuntime:
         self.resolvers = ResolverSet(settings)
         self.service = TaskService(self.store, checks=static_checks(settings, self.resolvers),
                                    max_tasks=settings.limits.max_tasks, max_inputs=settings.limits.max_inputs)
-        self.router = ResultRouter(settings)
+        self.router = ResultRouter(settings, on_dead_letter=self._dead_lettered)
         self.supervisor = Supervisor(settings, self.service, self.resolvers, self.router,
                                      checks=start_checks(settings, self.resolvers),
                                      clock=clock, realtime_files=realtime_files)
@@ -55,6 +57,11 @@ class AgentRuntime:
                              if settings.mqtt is not None else None)
         self.watchdog = sdnotify.Watchdog.from_environment(self.healthy)
         self._stopped = threading.Event()
+
+    def _dead_lettered(self, task_id: str, sink: str, reason: str) -> None:
+        """An event given up on shows in its task's state (the reason repeats per event: stored once)."""
+        self.service.report(task_id, error=TaskError(DEAD_LETTER_CODE, f"output.{sink}: events dead-lettered: "
+                                                                       f"{reason}"))
 
     def healthy(self) -> bool:
         """The supervisor's loop and every task worker are turning (what the systemd watchdog checks)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from agent.algorithms import registry
 from agent.outputs.router import check_output
+from agent.outputs.stores import check_store_outputs
 from agent.settings import AgentSettings
 from agent.sources.resolvers.registry import ResolverSet
 from agent.tasks.model import TaskSpec
@@ -11,7 +12,7 @@ from agent.tasks.service import SpecCheck
 
 
 def static_checks(settings: AgentSettings, resolvers: ResolverSet | None = None) -> list[SpecCheck]:
-    """Checks TaskService runs on every create and update; none of them does network I/O."""
+    """Checks TaskService runs on every create and update; only an obs input's object check does network I/O."""
 
     def algorithm(spec: TaskSpec, service_name: str) -> None:
         registry.validate_task(service_name, spec.service_version, spec.config.common,
@@ -32,5 +33,6 @@ def start_checks(settings: AgentSettings, resolvers: ResolverSet | None = None) 
 
     def outputs(spec: TaskSpec, _: str) -> None:
         check_output(settings, spec.output)
+        check_store_outputs(settings, spec.output)
 
     return [task_inputs, outputs]

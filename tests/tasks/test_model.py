@@ -74,8 +74,6 @@ def test_documented_examples_are_valid(name: str) -> None:
         ({"output__webhook__headers": {"Bad Name": "v"}}, "output.webhook.headers", "VIAS.00010001"),
         ({"output__webhook__data_category": ["a"] * 11}, "output.webhook.data_category", "VIAS.00010001"),
         ({"output__dis": {"stream_name": "bad name!"}}, "output.dis.stream_name", "VIAS.00010001"),
-        ({"output__dis": {"stream_name": "good-name"}}, "output.dis", "VIAS.00010004"),
-        ({"output__obs": {"bucket": "my-bucket", "path": "results/out"}}, "output.obs", "VIAS.00010004"),
         ({"output__obs": {"bucket": "A", "path": "x"}}, "output.obs.bucket", "VIAS.00010001"),
         ({"output__obs": {"bucket": "my-bucket", "path": "/abs"}}, "output.obs.path", "VIAS.00010001"),
     ],
@@ -129,6 +127,7 @@ def test_per_type_mandatory_fields(input_spec: dict[str, Any], path: str) -> Non
 @pytest.mark.parametrize("input_spec", [VCN_INPUT, RESTFUL_INPUT,
                                         {"type": "edgecamera", "data": [{"id": "cam-7", "index": 0}]},
                                         {"type": "video_source", "data": [{"video_source_id": "lobby"}]},
+                                        {"type": "obs", "data": [{"bucket": "aicam", "path": "a/b.mp4", "index": 0}]},
                                         {"type": "url",
                                          "data": [{"url": "rtsp://h/x", "index": i} for i in range(50)]}])
 def test_every_edge_input_type_is_accepted(input_spec: dict[str, Any]) -> None:
@@ -137,13 +136,12 @@ def test_every_edge_input_type_is_accepted(input_spec: dict[str, Any]) -> None:
     assert parse_create(raw).input.type == input_spec["type"]
 
 
-def test_obs_input_is_cloud_only_with_advice() -> None:
-    raw = body(DOC_URL)
-    raw["input"] = {"type": "obs", "data": [{"bucket": "aicam", "path": "3rdpartylicenses.txt", "index": 0}]}
-    error = rejected(raw).body()
-    assert error["error_code"] == "VIAS.00010004"
-    assert error["params"] == ["input.type"]
-    assert "url" in error["advice"]
+def test_obs_and_dis_outputs_are_accepted_by_the_model() -> None:
+    raw = body(DOC_URL, output={"obs": {"bucket": "my-bucket", "path": "results/out", "data_category": ["image"]},
+                                "dis": {"stream_name": "good-name"}})
+    output = parse_create(raw).output
+    assert output.obs is not None and output.obs.path == "results/out"
+    assert output.dis is not None and output.dis.stream_name == "good-name"
 
 
 def test_event_center_alone_is_an_output_and_accepts_1() -> None:

@@ -2,7 +2,8 @@
 
 A resolver turns one task input into a playable :class:`StreamTarget`. The stream calls it again on
 every (re)connect because lookups (VCN, RESTful services, the device twin) hand out URLs that expire
-or change; ``check`` is the static part that runs when a task is created and never touches the network.
+or change; ``check`` runs when a task is created, and only the obs resolver asks the network there (does
+the object exist and may it be read).
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class InputResolver(ABC):
     kind: ClassVar[str]
 
     def check(self, ref: InputRef) -> None:  # noqa: B027 - most kinds have no static check beyond the model's
-        """Static checks at create time; raises ``ApiError`` naming the field. No network I/O."""
+        """Checks at create time; raises ``ApiError`` naming the field. No network I/O, except that an obs
+        input asks its store whether the object exists and may be read."""
 
     @abstractmethod
     def resolve(self, ref: InputRef) -> StreamTarget:

@@ -9,6 +9,7 @@ from agent.redact import mask_text
 from agent.settings import AgentSettings
 from agent.sources.resolvers.base import InputRef, InputResolver, OnChange, ResolveError
 from agent.sources.resolvers.edgecamera import LOOKUP_TIMEOUT_S, EdgeCameraResolver
+from agent.sources.resolvers.obs import ObsResolver
 from agent.sources.resolvers.restful import TIMEOUT_S as RESTFUL_TIMEOUT_S
 from agent.sources.resolvers.restful import RestfulResolver
 from agent.sources.resolvers.twin import DeviceTwinClient
@@ -43,17 +44,18 @@ class ResolverSet:
                                keepalive_s=vcn_keepalive_s),
             "edgecamera": EdgeCameraResolver(settings.node_id, settings.cameras, twin,
                                              timeout_s=lookup_timeout_s),
+            "obs": ObsResolver(settings.obs, settings.state_dir / "cache" / "obs"),
         }
         resolvers["video_source"] = VideoSourceResolver(settings.video_sources, dict(resolvers))
         self._resolvers = resolvers
 
     def check(self, spec: TaskSpec) -> None:
-        """Static checks at create time; raises ApiError naming the field. No network I/O."""
+        """Create-time checks; raises ApiError naming the field. Only obs inputs ask the network (the store)."""
         kind = spec.input.type
         resolver = self._resolvers.get(kind)
         if resolver is None:
             raise unsupported("input.type", f"{kind} inputs are not supported on the edge",
-                              "Use url, edgecamera, vcn, restful or video_source inputs.")
+                              "Use url, obs, edgecamera, vcn, restful or video_source inputs.")
         for index in range(len(spec.input.data)):
             resolver.check(self._ref(spec, "", index))
 
