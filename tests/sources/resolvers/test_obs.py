@@ -20,7 +20,7 @@ KIB = 1024
 
 def ref(bucket: str, key: str) -> InputRef:
     return InputRef(kind="obs", data=TaskInputData(bucket=bucket, path=key), vcn=None, index=0,
-                    field="input.data[0]", source_id="input-0")
+                    field="input.data[0]")
 
 
 def resolver(server: S3Server, cache: Path, *, cap: int = 1 << 20, secret: str | None = None) -> ObsResolver:
