@@ -1,6 +1,6 @@
-"""A pool of delivery threads draining one sink's task lanes from the outbox (the obs and dis sinks).
+"""A pool of delivery threads draining one sink's task lanes from the outbox (webhook, obs and dis).
 
-The same rules as the webhook workers in ``router.py``: a worker claims the ready lane served least
+A worker claims the ready lane served least
 recently, sends its rows in order for at most ``LANE_SLICE_S``, and releases it; a lane is never held by
 two workers, so a task's events go out in order. What a row's attempt means is the sender's business
 (``LaneSender``); what follows from it is decided here, once for every sink:
@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from agent.backoff import DELIVERY_RETRY, BackoffPolicy
 from agent.outputs.outbox import Outbox, QueuedMessage, Sink
@@ -47,8 +47,10 @@ class LaneSender(Protocol):
 class LanePool:
     def __init__(self, outbox: Outbox, sink: Sink, new_sender: Callable[[], LaneSender], *, workers: int,
                  batch: int, wake: threading.Event, on_dead_letter: DeadLetterHook | None = None,
-                 retry: BackoffPolicy = DELIVERY_RETRY) -> None:
-        """``wake`` is set by whoever commits rows of ``sink`` (the router's submit)."""
+                 retry: BackoffPolicy = DELIVERY_RETRY,
+                 shown_destination: Callable[[QueuedMessage], dict[str, Any]] | None = None) -> None:
+        """``wake`` is set by whoever commits rows of ``sink`` (the router's submit); ``shown_destination``
+        is what a dead letter keeps of a row's destination (the webhook's masks header values)."""
         self._outbox = outbox
         self._sink = sink
         self._new_sender = new_sender
@@ -56,6 +58,7 @@ class LanePool:
         self._batch = batch
         self._on_dead_letter = on_dead_letter
         self._retry = retry
+        self._shown_destination = shown_destination or (lambda message: dict(message.destination))
         self._wake = wake
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -146,7 +149,7 @@ class LanePool:
                 elif result.outcome is Outcome.PERMANENT:
                     log.error("%s event %s of task %s dead-lettered: %s", self._sink.value, message.message_id,
                               task_id, result.reason)
-                    self._outbox.dead_letter(message, result.reason, message.destination)
+                    self._outbox.dead_letter(message, result.reason, self._shown_destination(message))
                     if self._on_dead_letter is not None:
                         self._on_dead_letter(task_id, self._sink.value, result.reason)
                 else:
