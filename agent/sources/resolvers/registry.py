@@ -90,7 +90,7 @@ def _url_key(url: str) -> SourceKey:
     if path is not None:
         return SourceKey(("file", posixpath.normpath(path)), f"file:{Path(path).name}", shared=False)
     normal = _normal_url(url)
-    is_file = normal[0] in ("http", "https") and Path(normal[4]).suffix.lower() in FILE_SUFFIXES
+    is_file = normal[0] in ("http", "https") and Path(str(normal[4])).suffix.lower() in FILE_SUFFIXES
     return SourceKey(("file" if is_file else "url", *normal), mask_url(url), shared=not is_file)
 
 
