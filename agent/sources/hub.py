@@ -63,14 +63,13 @@ class ConsumerRequest:
 class SharedStreamStatus:
     """One open stream as /metrics shows it."""
 
+    name: str  # the stream's (named after its first consumer); unique among open streams
     source: str  # the source key's label (masked)
     backend: str
     consumers: int
     state: StreamState
     decode_mode: str | None
-    fps_in: float
     fps_decoded: float
-    url: str | None  # masked
 
 
 class _Shared:
@@ -103,9 +102,9 @@ class StreamHub:
         for shared in open_:
             status, counts = shared.stream.status(), shared.stream.counts()
             result.append(SharedStreamStatus(
-                source=shared.label, backend=shared.stream.backend, consumers=counts.consumers, state=status.state,
-                decode_mode=status.decode_mode, fps_in=counts.fps_in, fps_decoded=counts.fps_decoded,
-                url=status.url))
+                name=shared.stream.name, source=shared.label, backend=shared.stream.backend,
+                consumers=counts.consumers, state=status.state, decode_mode=status.decode_mode,
+                fps_decoded=counts.fps_decoded))
         return result
 
     # --- for StreamConsumer --------------------------------------------------------------------------
