@@ -19,6 +19,7 @@ from agent.runtime.checks import start_checks, static_checks
 from agent.runtime.metrics import MetricsEndpoint, MetricSources
 from agent.runtime.supervisor import Supervisor, utc_now
 from agent.settings import AgentSettings, config_secrets
+from agent.sources.hub import StreamHub
 from agent.sources.resolvers.registry import ResolverSet
 from agent.tasks.service import TaskService
 from agent.tasks.store import TaskError, TaskStore
@@ -42,12 +43,13 @@ class AgentRuntime:
         self.service = TaskService(self.store, checks=static_checks(settings, self.resolvers),
                                    max_tasks=settings.limits.max_tasks, max_inputs=settings.limits.max_inputs)
         self.router = ResultRouter(settings, on_dead_letter=self._dead_lettered)
-        self.supervisor = Supervisor(settings, self.service, self.resolvers, self.router,
-                                     checks=start_checks(settings, self.resolvers),
-                                     clock=clock, realtime_files=realtime_files)
+        # one hub per data-plane process: tasks watching one camera share its connection and decoder
+        self.hub = StreamHub(settings.stream, realtime_files=realtime_files)
+        self.supervisor = Supervisor(settings, self.service, self.resolvers, self.router, self.hub,
+                                     checks=start_checks(settings, self.resolvers), clock=clock)
         self.metrics = MetricsEndpoint(MetricSources(
             node_id=settings.node_id, started_at=self.started_at, healthy=self.healthy,
-            pipelines=self.supervisor.pipelines, router=self.router.status,
+            pipelines=self.supervisor.pipelines, router=self.router.status, streams=self.hub.streams,
             control_connected=lambda: None if self.mqtt_control is None else self.mqtt_control.connected))
         app = create_app(self.service, token, extra_status=self._health, dead_letters=self.router.dead_letters,
                          metrics=self.metrics.render)

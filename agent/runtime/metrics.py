@@ -31,6 +31,8 @@ from agent import __version__
 from agent.outputs.router import RouterStatus
 from agent.redact import mask_text
 from agent.runtime.pipeline import PipelineStatus
+from agent.sources.hub import SharedStreamStatus
+from agent.sources.sampler import DecodeMode
 from agent.sources.stream import StreamState
 from agent.tasks.model import TaskState
 
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 PREFIX = "edge_agent"
 INPUT_LABELS = ("task_id", "input")
 TASK_LABELS = ("task_id", "service_name")
+STREAM_LABELS = ("stream", "source", "backend")  # stream: its name (unique); source: the camera, masked
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class MetricSources:
     pipelines: Callable[[], Sequence[PipelineStatus]]
     router: Callable[[], RouterStatus]
     control_connected: Callable[[], bool | None]  # None: no [mqtt], no control channel
+    streams: Callable[[], Sequence[SharedStreamStatus]] = list  # the hub's open streams
 
 
 def _buckets(cumulative: Iterable[tuple[float, int]]) -> list[tuple[str, float]]:
@@ -64,7 +68,7 @@ class AgentCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         yield from self._agent()
-        for part in (self._pipelines, self._outbox):
+        for part in (self._pipelines, self._streams, self._outbox):
             try:
                 families = list(part())
             except Exception as exc:  # one failing part must not empty the whole scrape
@@ -179,6 +183,26 @@ class AgentCollector(Collector):
         yield from (running, task_state, events, frames, submit_errors, failures, slow, algorithm_ok,
                     algorithm_latency, commit_latency, fps_in, fps_out, decoded, sampled, dropped, decode_errors,
                     reconnects, stalls, keyframe_only, input_state)
+
+    # the open streams, each decoded once for all its consumers ---------------------------------------
+    def _streams(self) -> Iterable[Metric]:
+        streams = list(self._sources.streams())
+        open_ = GaugeMetricFamily(f"{PREFIX}_streams_open", "Source connections open (one per camera, shared by "
+                                  "every task input that names it; files are never shared).", value=len(streams))
+        consumers = GaugeMetricFamily(f"{PREFIX}_stream_consumers", "Task inputs served by this connection.",
+                                      labels=STREAM_LABELS)
+        fps_decoded = GaugeMetricFamily(f"{PREFIX}_stream_fps_decoded", "Frames decoded per second (last 5 s).",
+                                        labels=STREAM_LABELS)
+        mode = GaugeMetricFamily(f"{PREFIX}_stream_decode_mode",
+                                 "1 for the decoder's current mode (the cheapest that serves every consumer).",
+                                 labels=(*STREAM_LABELS, "mode"))
+        for stream in streams:
+            labels = (stream.name, stream.source, stream.backend)
+            consumers.add_metric(labels, stream.consumers)
+            fps_decoded.add_metric(labels, stream.fps_decoded)
+            for decode_mode in DecodeMode:
+                mode.add_metric((*labels, decode_mode.value), 1.0 if decode_mode.value == stream.decode_mode else 0.0)
+        yield from (open_, consumers, fps_decoded, mode)
 
     # the outbox and its sinks ---------------------------------------------------------------------------
     def _outbox(self) -> Iterable[Metric]:

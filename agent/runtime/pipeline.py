@@ -1,8 +1,10 @@
 """One running task: its input streams, the algorithm worker, and the hand-over to the outbox.
 
-Threads: one per input stream (inside VideoStream) and one worker that takes the newest sampled frame
-of every input, runs the algorithm and commits the events. The worker never queues frames: a slow
-algorithm makes the streams' slots overwrite (and count) frames instead of building latency.
+Inputs are consumers of the process's ``StreamHub``: a camera another task already watches is not
+opened again (``sources/hub.py``). Threads: the streams' (inside the hub) and one worker that takes
+the newest sampled frame of every input, runs the algorithm and commits the events. The worker never
+queues frames: a slow algorithm makes its inputs' slots overwrite (and count) frames instead of
+building latency.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from agent.algorithms import registry
@@ -20,9 +23,9 @@ from agent.algorithms.runner import AlgorithmRunner, RunnerStatus
 from agent.histogram import LatencyHistogram
 from agent.outputs.router import ResultRouter
 from agent.redact import mask_text
-from agent.settings import StreamSettings
-from agent.sources.resolvers.registry import ResolverSet, source_id_of
-from agent.sources.stream import StreamState, StreamStatus, VideoStream
+from agent.sources.hub import ConsumerRequest, StreamConsumer, StreamHub
+from agent.sources.resolvers.registry import ResolverSet, source_id_of, source_key
+from agent.sources.stream import StreamState, StreamStatus
 from agent.tasks.model import TaskState
 from agent.tasks.store import TaskRecord
 
@@ -65,15 +68,19 @@ def input_summary(status: StreamStatus) -> dict[str, object]:
         "reconnects": status.reconnects,
         "last_error": status.last_error,
         "keyframe_only": status.keyframe_only,
+        "decode_mode": status.decode_mode,
+        "shared_by": status.shared_by,  # tasks' inputs this camera's one connection serves
+        "decode_errors": status.decode_errors,
+        "dropped": status.dropped,
         "codec": status.codec,
         "resolution": f"{status.width}x{status.height}" if status.width and status.height else None,
     }
 
 
 class Pipeline:
-    def __init__(self, record: TaskRecord, stream_settings: StreamSettings, resolvers: ResolverSet,
+    def __init__(self, record: TaskRecord, hub: StreamHub, resolvers: ResolverSet,
                  router: ResultRouter, on_report: Callable[[PipelineStatus], None], *,
-                 realtime_files: bool = True, models_roots: Sequence[Path] = ()) -> None:
+                 models_roots: Sequence[Path] = ()) -> None:
         spec = record.spec
         self.task_id = record.id
         self.service_name = record.service_name
@@ -93,15 +100,14 @@ class Pipeline:
         self._runner = AlgorithmRunner(algorithm, record.id)
         self._stream_ids = [source_id_of(spec.input.type, spec, i) for i in range(len(spec.input.data))]
         self._wakeup = threading.Event()
-        self._streams: list[VideoStream] = []
-        self._unwatch: list[Callable[[], None]] = []
         backend = algorithm.config.backend  # per task, from config.common; None = the agent's stream.backend
-        for index in range(len(spec.input.data)):
-            stream = VideoStream(index, resolvers.resolver_for(spec, record.id, index), stream_settings,
-                                 algorithm.fps, backend=backend, realtime_files=realtime_files,
-                                 wakeup=self._wakeup, name=f"stream-{record.id[:8]}-{index}")
-            self._streams.append(stream)
-            self._unwatch.append(resolvers.watch(spec, record.id, index, stream.request_reconnect))
+        self._streams: list[StreamConsumer] = [
+            hub.consumer(ConsumerRequest(
+                key=source_key(spec, index), input_index=index, target_fps=algorithm.fps,
+                resolve=resolvers.resolver_for(spec, record.id, index),
+                watch=partial(resolvers.watch, spec, record.id, index), backend=backend, wakeup=self._wakeup,
+                name=f"stream-{record.id[:8]}-{index}"))
+            for index in range(len(spec.input.data))]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name=f"worker-{record.id[:8]}", daemon=True)
         self._lock = threading.Lock()
@@ -119,18 +125,13 @@ class Pipeline:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close the streams, let the worker commit what it holds, release watches."""
+        """Leave the streams (the last consumer of one closes it), let the worker commit what it holds."""
         deadline = time.monotonic() + timeout
         self._stop.set()
         self._wakeup.set()
         for stream in self._streams:
             stream.stop(max(0.1, (deadline - time.monotonic()) / 2))
         self._thread.join(max(0.1, deadline - time.monotonic()))
-        for unwatch in self._unwatch:
-            try:
-                unwatch()
-            except Exception as exc:  # an unsubscribe failing must not stop the task from stopping
-                log.warning("task %s: unwatch failed: %s", self.task_id, mask_text(repr(exc)))
 
     @property
     def alive(self) -> bool:

@@ -18,6 +18,7 @@ from agent.outputs.router import ResultRouter
 from agent.redact import mask_text
 from agent.runtime.pipeline import Pipeline, PipelineStatus, StartFailed, input_summary
 from agent.settings import AgentSettings
+from agent.sources.hub import StreamHub
 from agent.sources.resolvers.registry import ResolverSet
 from agent.tasks.errors import ApiError
 from agent.tasks.model import TaskSpec, TaskState
@@ -38,15 +39,15 @@ def utc_now() -> datetime:
 
 class Supervisor:
     def __init__(self, settings: AgentSettings, service: TaskService, resolvers: ResolverSet,
-                 router: ResultRouter, *, checks: Sequence[SpecCheck] = (),
-                 clock: Callable[[], datetime] = utc_now, realtime_files: bool = True) -> None:
+                 router: ResultRouter, hub: StreamHub, *, checks: Sequence[SpecCheck] = (),
+                 clock: Callable[[], datetime] = utc_now) -> None:
         self._settings = settings
         self._checks = list(checks)
         self._service = service
         self._resolvers = resolvers
         self._router = router
         self._clock = clock
-        self._realtime_files = realtime_files
+        self._hub = hub
         self._pending: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -221,8 +222,7 @@ class Supervisor:
             return
         owner: list[Pipeline] = []
         try:
-            pipeline = Pipeline(record, self._settings.stream, self._resolvers, self._router,
-                                self._reporter(record.id, owner), realtime_files=self._realtime_files,
+            pipeline = Pipeline(record, self._hub, self._resolvers, self._router, self._reporter(record.id, owner),
                                 models_roots=self._settings.models_roots)
         except StartFailed as exc:
             self._start_failed(record.id, str(exc))

@@ -25,23 +25,20 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
-import numpy as np
-
 from agent.backoff import STREAM_RECONNECT, Backoff
 from agent.redact import mask_text, secrets, url_secrets
 from agent.settings import StreamSettings
-from agent.sources.frame import Frame, FrameInfo
+from agent.sources.fanout import Consumer, Fanout, StreamCounts
+from agent.sources.frame import Frame
 from agent.sources.probe import Address, answers, probe_address
 from agent.sources.reader import ReadEnd, Reader, StallError, is_file_target
 from agent.sources.resolvers.base import ResolveError
-from agent.sources.sampler import DecodeMode, KeyframeClock, Sampler, choose_decode_mode
-from agent.sources.slot import LatestFrameSlot
+from agent.sources.sampler import DecodeMode, KeyframeClock, choose_decode_mode
 from agent.sources.target import StreamTarget
 
 log = logging.getLogger(__name__)
@@ -104,27 +101,8 @@ class StreamStatus:
     since: float  # epoch seconds of the last state change
     stalls: int = 0
     probes: int = 0  # port probes made while waiting to reconnect
-
-
-class _RateMeter:
-    """Events per second over the last few seconds (bounded memory)."""
-
-    _WINDOW = 5.0
-
-    def __init__(self) -> None:
-        self._times: deque[float] = deque(maxlen=512)
-
-    def tick(self, now: float) -> None:
-        self._times.append(now)
-
-    def rate(self, now: float) -> float:
-        recent = [t for t in self._times if now - t <= self._WINDOW]
-        if len(recent) < 2:
-            return 0.0
-        return (len(recent) - 1) / max(now - recent[0], 1e-6)
-
-    def clear(self) -> None:
-        self._times.clear()
+    shared_by: int = 1  # consumers of this connection (tasks watching the same camera, see hub.py)
+    decode_mode: str | None = None  # keyframes, sampled or full; None while nothing is decoded
 
 
 class _Outcome(Enum):
@@ -140,9 +118,6 @@ class StreamSink(Protocol):
     """What a connection hands its stream: the one way from a reader thread into the stream's state."""
 
     @property
-    def input_index(self) -> int: ...
-
-    @property
     def target_fps(self) -> float: ...
 
     def opened(self, codec: str, width: int, height: int) -> None:
@@ -151,132 +126,20 @@ class StreamSink(Protocol):
     def packet(self, now: float) -> None:
         """A packet arrived at ``now`` (monotonic)."""
 
-    def keyframe_only(self, active: bool) -> None:
-        """The decoder switched keyframe-only mode on or off."""
+    def decoding(self, mode: DecodeMode) -> None:
+        """The decoder runs in ``mode`` from now on."""
 
     def decoded(self, time_s: float, frame_interval: float | None) -> bool:
-        """A frame was decoded at ``time_s``; True when the sampler wants it."""
+        """A frame was decoded at ``time_s``; True when a consumer's sampler wants it."""
 
     def wait_taken(self, timeout: float) -> bool:
-        """Wait until the consumer took the last frame; True when it did."""
+        """Wait until the consumers took the last frame; True when they did."""
 
-    def deliver(self, frame: Frame) -> None:
-        """Hand a sampled frame to the consumer."""
+    def deliver(self, source: Any, pts: int | None, stream_time: float | None) -> None:
+        """Hand a sampled frame (an av.VideoFrame or a BGR ndarray) to the consumers that wanted it."""
 
     def decode_error(self) -> None:
         """A packet could not be decoded."""
-
-
-@dataclass(frozen=True)
-class _IntakeCounts:
-    fps_in: float
-    fps_out: float
-    frames_decoded: int
-    frames_sampled: int
-    dropped: int
-    decode_errors: int
-    keyframe_only: bool
-    codec: str | None
-    width: int | None
-    height: int | None
-
-
-class _Intake:
-    """A stream's frame side (a ``StreamSink``): sampler, latest-frame slot, and what they count.
-
-    ``on_first_frame`` runs once per connection, on its first decoded frame (the stream is RUNNING).
-    """
-
-    def __init__(self, input_index: int, name: str, target_fps: float, wakeup: threading.Event | None,
-                 on_first_frame: Callable[[], None]) -> None:
-        self._input_index = input_index
-        self._name = name
-        self._on_first_frame = on_first_frame
-        self._slot = LatestFrameSlot(wakeup)
-        self._sampler = Sampler(target_fps)
-        self._lock = threading.Lock()
-        self._rate_in = _RateMeter()
-        self._rate_out = _RateMeter()
-        self._frames_decoded = 0
-        self._frames_sampled = 0
-        self._decode_errors = 0
-        self._keyframe_only_on = False
-        self._codec: str | None = None
-        self._width: int | None = None
-        self._height: int | None = None
-        self._first_frame_seen = False
-
-    @property
-    def input_index(self) -> int:
-        return self._input_index
-
-    @property
-    def target_fps(self) -> float:
-        return self._sampler.target_fps
-
-    def new_connection(self) -> None:
-        with self._lock:
-            self._sampler.reset()
-            self._first_frame_seen = False
-
-    def connection_lost(self) -> None:
-        with self._lock:
-            self._keyframe_only_on = False
-            self._rate_in.clear()
-            self._rate_out.clear()
-
-    def take(self) -> Frame | None:
-        return self._slot.take()
-
-    def clear(self) -> None:
-        self._slot.clear()
-
-    def counts(self, now: float) -> _IntakeCounts:
-        with self._lock:
-            return _IntakeCounts(
-                fps_in=round(self._rate_in.rate(now), 2), fps_out=round(self._rate_out.rate(now), 2),
-                frames_decoded=self._frames_decoded, frames_sampled=self._frames_sampled,
-                dropped=self._slot.dropped, decode_errors=self._decode_errors,
-                keyframe_only=self._keyframe_only_on, codec=self._codec, width=self._width, height=self._height,
-            )
-
-    # --- StreamSink ----------------------------------------------------------------------------
-    def opened(self, codec: str, width: int, height: int) -> None:
-        with self._lock:
-            self._codec, self._width, self._height = codec, width, height
-
-    def packet(self, now: float) -> None:
-        with self._lock:
-            self._rate_in.tick(now)
-
-    def keyframe_only(self, active: bool) -> None:
-        with self._lock:
-            changed = self._keyframe_only_on != active
-            self._keyframe_only_on = active
-        if changed:
-            log.info("%s: keyframe-only decoding %s", self._name, "on" if active else "off")
-
-    def decoded(self, time_s: float, frame_interval: float | None) -> bool:
-        with self._lock:
-            self._frames_decoded += 1
-            taken = self._sampler.take(time_s, frame_interval)
-            first, self._first_frame_seen = not self._first_frame_seen, True
-        if first:
-            self._on_first_frame()
-        return taken
-
-    def wait_taken(self, timeout: float) -> bool:
-        return self._slot.wait_empty(timeout)
-
-    def deliver(self, frame: Frame) -> None:
-        with self._lock:
-            self._frames_sampled += 1
-            self._rate_out.tick(time.monotonic())
-        self._slot.put(frame)
-
-    def decode_error(self) -> None:
-        with self._lock:
-            self._decode_errors += 1
 
 
 class _Connection:
@@ -349,8 +212,14 @@ class _Connection:
         return choose_decode_mode(self._sink.target_fps, self.stream_fps, self._keyframes.interval)
 
     def keyframe_only(self, active: bool) -> None:
-        if not self.abandoned:
-            self._sink.keyframe_only(active)
+        if self.abandoned:
+            return
+        mode = self.decode_mode()
+        if active:
+            mode = DecodeMode.KEYFRAMES
+        elif mode is DecodeMode.KEYFRAMES:  # a reader that cannot skip (OpenCV) decodes every frame
+            mode = DecodeMode.SAMPLED
+        self._sink.decoding(mode)
 
     def pace(self, time_s: float | None) -> None:
         if time_s is None or not self._paced:
@@ -384,12 +253,6 @@ class _Connection:
         return self._sink.decoded(time_s, interval)
 
     def deliver(self, source: Any, pts: int | None, stream_time: float | None) -> None:
-        if isinstance(source, np.ndarray):
-            height, width = source.shape[:2]
-        else:
-            width, height = source.width, source.height
-        info = FrameInfo(self._sink.input_index, pts, stream_time, time.time(), width, height)
-        frame = Frame(info, source)
         if self._lossless:
             # as fast as possible, but lossless: wait for the consumer rather than overwrite
             while not self._sink.wait_taken(0.2):
@@ -397,7 +260,7 @@ class _Connection:
                 if self._stop.is_set():
                     return
         if not self.abandoned:
-            self._sink.deliver(frame)
+            self._sink.deliver(source, pts, stream_time)
 
     def decode_error(self) -> None:
         if not self.abandoned:
@@ -405,7 +268,12 @@ class _Connection:
 
 
 class VideoStream:
-    """One input: a supervisor thread, a reader thread per connection, a latest-frame slot."""
+    """One source: a supervisor thread, a reader thread per connection, and its consumers.
+
+    A stream is built for one consumer (``consumer``: the input it was made for, at ``target_fps``,
+    with its own latest-frame slot); a shared stream (``hub.py``) attaches more and detaches them as
+    their tasks come and go, without touching the connection.
+    """
 
     _JOIN_READER_S = 2.0  # an abandoned reader blocked in FFmpeg is left behind after this
     _WATCH_INTERVAL_S = 0.25  # how often the supervisor checks its reader for stalls
@@ -433,7 +301,9 @@ class VideoStream:
         self._resolve = resolve
         self._backoff = backoff or Backoff(STREAM_RECONNECT)
         self._probe_interval_s = probe_interval_s
-        self._intake = _Intake(input_index, self.name, target_fps, wakeup, self._frames_arrive)
+        self._fanout = Fanout(self.name, self._frames_arrive)
+        self.consumer = Consumer(input_index, target_fps, wakeup)
+        self._fanout.attach(self.consumer)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._kick = threading.Event()  # wakes the supervisor out of a backoff wait
@@ -475,10 +345,20 @@ class VideoStream:
                 log.warning("%s: reader still blocked in the demuxer after stop; left behind", self.name)
         if self._state is not StreamState.STOPPED:
             self._transition(StreamState.STOPPED)
-        self._intake.clear()
+        self._fanout.clear()
 
     def take(self) -> Frame | None:
-        return self._intake.take()
+        return self.consumer.take()
+
+    def attach(self, consumer: Consumer) -> None:
+        """``consumer`` samples this stream from its next decoded frame on; the decode mode follows."""
+        self._fanout.attach(consumer)
+
+    def detach(self, consumer: Consumer) -> int:
+        """``consumer`` gets no more frames (the others go on); returns how many consumers are left."""
+        left = self._fanout.detach(consumer)
+        consumer.clear()
+        return left
 
     def request_reconnect(self, reason: str) -> None:
         log.info("%s: reconnect requested: %s", self.name, mask_text(reason))
@@ -486,21 +366,30 @@ class VideoStream:
             self._reconnect_reason = mask_text(reason)
         self._kick.set()
 
-    def status(self) -> StreamStatus:
-        counts = self._intake.counts(time.monotonic())
+    def counts(self) -> StreamCounts:
+        """The connection side's counts (decoded fps, decode mode, consumers), whoever consumes it."""
+        return self._fanout.counts(time.monotonic())
+
+    def status(self, consumer: Consumer | None = None) -> StreamStatus:
+        """The stream as ``consumer`` (default: the one it was built for) sees it: the shared state and
+        counts, with that consumer's own index, fps_out, sampled and dropped frames."""
+        now = time.monotonic()
+        counts = self._fanout.counts(now)
+        own = consumer or self.consumer
+        mine = own.counts(now)
         with self._lock:
             return StreamStatus(
-                input_index=self.input_index,
+                input_index=own.input_index,
                 state=self._state,
                 fps_in=counts.fps_in,
-                fps_out=counts.fps_out,
+                fps_out=mine.fps_out,
                 frames_decoded=counts.frames_decoded,
-                frames_sampled=counts.frames_sampled,
-                dropped=counts.dropped,
+                frames_sampled=mine.frames_sampled,
+                dropped=mine.dropped,
                 decode_errors=counts.decode_errors,
                 reconnects=self._reconnects,
                 last_error=self._last_error,
-                keyframe_only=counts.keyframe_only,
+                keyframe_only=counts.decode_mode is DecodeMode.KEYFRAMES,
                 codec=counts.codec,
                 width=counts.width,
                 height=counts.height,
@@ -508,6 +397,8 @@ class VideoStream:
                 since=self._since,
                 stalls=self._stalls,
                 probes=self._probes,
+                shared_by=counts.consumers,
+                decode_mode=counts.decode_mode.value if counts.decode_mode is not None else None,
             )
 
     # --- supervisor thread ---------------------------------------------------------------------
@@ -548,9 +439,9 @@ class VideoStream:
             secrets.register(self._secrets_owner, url_secrets(target.url))
             with self._lock:
                 self._url = target.masked
-            self._intake.new_connection()
+            self._fanout.new_connection()
             started = time.monotonic()
-            connection = _Connection(self.reader, target, self.settings, self._intake,
+            connection = _Connection(self.reader, target, self.settings, self._fanout,
                                      realtime_files=self.realtime_files, name=f"{self.name}-reader-{attempt}")
             outcome, detail = self._watch(connection)
             if time.monotonic() - started >= HEALTHY_AFTER_S and self._state is StreamState.RUNNING:
@@ -659,7 +550,7 @@ class VideoStream:
             self._last_error = masked
             if state is StreamState.STALLED:
                 self._stalls += 1
-        self._intake.connection_lost()
+        self._fanout.connection_lost()
         log.warning("%s: %s (%s)", self.name, masked, self._url)
         if self._state is not state:
             self._transition(state)
