@@ -10,8 +10,9 @@ import os
 import socket
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -129,6 +130,89 @@ class VcnSettings(_Section):
     ca_file: Path | None = Field(None, description="CA bundle for VCN servers; setting it turns verification on.")
 
 
+def _check_endpoint(value: str, section: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.path.strip("/") or parts.query:
+        raise ValueError(f"{section}.endpoint must be an https:// URL naming only the host (and port), "
+                         "e.g. https://obs.cn-north-4.myhuaweicloud.com")
+    return value.rstrip("/")
+
+
+class _KeyPair(_Section):
+    """An access key and its secret (the secret inline or in a file)."""
+
+    access_key: str | None = Field(None, min_length=1, description="Access key id (AK).")
+    secret_key: SecretStr | None = Field(None, description="Secret access key (SK); masked everywhere.")
+    secret_key_file: Path | None = Field(None, description="File holding the secret key (used when "
+                                                           "`secret_key` is unset); keep it 0600.")
+    verify_tls: bool = Field(True, description="Verify the endpoint's certificate.")
+    ca_file: Path | None = Field(None, description="CA bundle for the endpoint (a private CA); default: "
+                                                   "the system's.")
+
+    def resolved_secret_key(self) -> str | None:
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        if self.secret_key_file is not None:
+            return self.secret_key_file.read_text(encoding="utf-8").strip()
+        return None
+
+    def _has_key_pair(self) -> bool:
+        return self.access_key is not None and (self.secret_key is not None or self.secret_key_file is not None)
+
+
+class ObsSettings(_KeyPair):
+    """The object store behind `obs` inputs and outputs: Huawei OBS or any S3-compatible server (MinIO, Ceph)."""
+
+    endpoint: str = Field(description="https URL of the store: an OBS regional endpoint such as "
+                                      "https://obs.cn-north-4.myhuaweicloud.com, or any S3-compatible server.")
+    region: str = Field(min_length=1, max_length=64, description="Region the requests are signed for "
+                                                                  "(cn-north-4; us-east-1 for most MinIO).")
+    addressing: Literal["virtual", "path"] = Field(
+        "virtual", description="virtual: https://bucket.host/key (OBS, AWS); path: https://host/bucket/key "
+                              "(MinIO, Ceph, servers addressed by IP).")
+    cache_max_bytes: int = Field(4 << 30, ge=1 << 20, description="obs inputs are downloaded into "
+                                 "{state_dir}/cache/obs before they play; the least recently used files go "
+                                 "when a new one would pass this size. A larger object is refused.")
+    timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout of one request to the store.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _check_endpoint(value, "obs")
+
+    @model_validator(mode="after")
+    def _keys(self) -> ObsSettings:
+        if not self._has_key_pair():
+            raise ValueError("obs needs access_key and secret_key (or secret_key_file)")
+        return self
+
+
+class DisSettings(_KeyPair):
+    """Huawei Data Ingestion Service, the target of `dis` outputs (PutRecords, AK/SK signed)."""
+
+    endpoint: str = Field(description="https URL of the DIS endpoint, e.g. https://dis.cn-north-4.myhuaweicloud.com.")
+    region: str = Field(min_length=1, max_length=64, description="The region of the streams (cn-north-4).")
+    project_id: str = Field(min_length=1, max_length=64, description="The project the streams belong to "
+                                                                     "(part of every DIS request path).")
+    keys_from_obs: bool = Field(False, description="Sign with [obs]'s access_key and secret key instead of "
+                                                   "this section's own.")
+    timeout_s: float = Field(10.0, gt=0, description="Connect and read timeout of one PutRecords request.")
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint(cls, value: str) -> str:
+        return _check_endpoint(value, "dis")
+
+    @model_validator(mode="after")
+    def _keys(self) -> DisSettings:
+        own = self.access_key is not None or self.secret_key is not None or self.secret_key_file is not None
+        if self.keys_from_obs and own:
+            raise ValueError("dis: give either keys_from_obs = true or its own access_key/secret_key, not both")
+        if not self.keys_from_obs and not self._has_key_pair():
+            raise ValueError("dis needs access_key and secret_key (or secret_key_file), or keys_from_obs = true")
+        return self
+
+
 class LimitsSettings(_Section):
     max_tasks: int = Field(32, ge=1, description="Tasks beyond this are refused at create time.")
     max_inputs: int = Field(64, ge=1, description="Inputs summed over all tasks beyond this are refused.")
@@ -179,10 +263,16 @@ class AgentSettings(BaseSettings):
     media_roots: list[Path] = Field(
         default_factory=list, description="Folders from which local video files may be played."
     )
+    models_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders from which object-detection models (config.common.model) may be loaded.",
+    )
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     mqtt: MqttSettings | None = Field(None, description="Absent: no MQTT control plane or event_center sink.")
     stream: StreamSettings = Field(default_factory=lambda: StreamSettings())
     vcn: VcnSettings = Field(default_factory=lambda: VcnSettings())
+    obs: ObsSettings | None = Field(None, description="Absent: tasks with obs inputs or outputs are refused.")
+    dis: DisSettings | None = Field(None, description="Absent: tasks with dis outputs are refused.")
     limits: LimitsSettings = Field(default_factory=lambda: LimitsSettings())
     outbox: OutboxSettings = Field(default_factory=lambda: OutboxSettings())
     runtime: RuntimeSettings = Field(default_factory=lambda: RuntimeSettings())
@@ -195,6 +285,21 @@ class AgentSettings(BaseSettings):
         if self.mqtt is not None and self.mqtt.topic_prefix:
             return self.mqtt.topic_prefix.rstrip("/")
         return f"edge-agent/{self.node_id}"
+
+    def dis_key_pair(self) -> tuple[str, str]:
+        """DIS's access key and secret: its own, or [obs]'s when ``keys_from_obs``; OSError if a file is unreadable."""
+        assert self.dis is not None
+        keys: _KeyPair | None = self.obs if self.dis.keys_from_obs else self.dis
+        assert keys is not None and keys.access_key is not None  # both checked by the validators
+        secret = keys.resolved_secret_key()
+        assert secret is not None
+        return keys.access_key, secret
+
+    @model_validator(mode="after")
+    def _dis_keys_source(self) -> AgentSettings:
+        if self.dis is not None and self.dis.keys_from_obs and self.obs is None:
+            raise ValueError("dis.keys_from_obs needs an [obs] section")
+        return self
 
     @model_validator(mode="after")
     def _unique_ids(self) -> AgentSettings:
@@ -256,9 +361,9 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> AgentSett
 
 def config_secrets(settings: AgentSettings) -> list[str]:
     """Every secret value the configuration holds, for the log masker: the API token, the broker password
-    and control token, passwords inside configured camera/video-source URLs, and the passwords and header
-    values of video sources given as inputs. A secret file that cannot be read is skipped here; the part
-    that needs it reports the error."""
+    and control token, the object store's and DIS's secret keys, passwords inside configured
+    camera/video-source URLs, and the passwords and header values of video sources given as inputs. A
+    secret file that cannot be read is skipped here; the part that needs it reports the error."""
     from agent.redact import url_secrets
 
     values: list[str] = []
@@ -267,6 +372,7 @@ def config_secrets(settings: AgentSettings) -> list[str]:
         readers.append(settings.mqtt.resolved_password)
         if settings.mqtt.control_token is not None:
             values.append(settings.mqtt.control_token.get_secret_value())
+    readers += [keys.resolved_secret_key for keys in (settings.obs, settings.dis) if keys is not None]
     for read in readers:
         try:
             value = read()

@@ -149,7 +149,7 @@ def work_agent(source: str, fps: float, seconds: float, backend: str = "pyav") -
 
     is_file = not source.startswith("rtsp://")
     wakeup = threading.Event()
-    stream = VideoStream(0, lambda: StreamTarget(source, "bench", is_file=is_file), StreamSettings(), fps,
+    stream = VideoStream(0, lambda: StreamTarget(source, is_file=is_file), StreamSettings(), fps,
                          backend=backend, realtime_files=False, wakeup=wakeup)
     convert = fps > 0  # full rate: frames handed on as decoded (the algorithm decides what to view)
     frames = 0
@@ -271,7 +271,7 @@ def open_to_first_frame(url: str, trials: int) -> list[str]:
     agent_s, default_s = [], []
     for _ in range(trials):
         wakeup = threading.Event()
-        stream = VideoStream(0, lambda: StreamTarget(url, "bench"), StreamSettings(), 5.0, wakeup=wakeup)
+        stream = VideoStream(0, lambda: StreamTarget(url), StreamSettings(), 5.0, wakeup=wakeup)
         started = time.monotonic()
         stream.start()
         while stream.take() is None and time.monotonic() - started < 10:
@@ -312,7 +312,7 @@ def rss_per_stream(url: str, streams: int, settle: float) -> list[str]:
     time.sleep(settle)
     samples = [rss_mib()]
     for index in range(streams):
-        stream = VideoStream(index, lambda: StreamTarget(url, "bench"), StreamSettings(), 5.0, name=f"bench{index}")
+        stream = VideoStream(index, lambda: StreamTarget(url), StreamSettings(), 5.0, name=f"bench{index}")
         stream.start()
         running.append(stream)
         time.sleep(settle)
@@ -335,7 +335,7 @@ def soak(url: str, seconds: float) -> list[str]:
     from agent.sources.target import StreamTarget
 
     wakeup = threading.Event()
-    stream = VideoStream(0, lambda: StreamTarget(url, "bench"), StreamSettings(), 5.0, wakeup=wakeup)
+    stream = VideoStream(0, lambda: StreamTarget(url), StreamSettings(), 5.0, wakeup=wakeup)
     started = time.monotonic()
     stream.start()
     at_1min: float | None = None

@@ -1,9 +1,12 @@
-"""Outbox throughput: events/s committed, and delivered to MQTT QoS 1 and to a local webhook.
+"""Outbox throughput: events/s committed, and delivered to MQTT QoS 1, a local webhook, an S3 store (obs)
+and DIS; with the delivering process's CPU time per delivered event (the cost next to webhook's).
 
 Runs each measurement for synchronous=NORMAL and FULL and prints the figures with their ratio to the
 targets (>= 2,000 events/s committed, >= 1,000 events/s delivered). A real Mosquitto and a real HTTP
 receiver (a minimal ASGI app under uvicorn, in its own process so it does not share our GIL) run on
 free loopback ports; the outbox lives on disk under --dir (not tmpfs: fsync must cost what it costs).
+The same receiver process answers the obs PUTs (200 with an ETag, as S3 does) and the DIS PutRecords (every
+record stored), so the figures are the agent's side, not a store's.
 
     .venv/bin/python bench/outbox.py [--events 5000] [--rounds 3] [--image-kb 0] [--dir /var/tmp]
 """
@@ -41,14 +44,26 @@ TASK_ID = "0123456789abcdef0123456789abcdef"
 # The local webhook: a minimal ASGI app under uvicorn in its own process, so that the figure is ours and
 # not http.server's (tests/fixtures/webhook.py is built for scripting faults, not for speed).
 RECEIVER_APP = """
+import json
+
 async def app(scope, receive, send):
     if scope["type"] != "http":
         return
-    more = True
+    body, more = b"", True
     while more:
         message = await receive()
+        body += message.get("body", b"")
         more = message.get("more_body", False)
-    await send({"type": "http.response.start", "status": 204, "headers": []})
+    if scope["path"].endswith("/records"):  # DIS PutRecords: every record stored
+        count = len(json.loads(body)["records"])
+        answer = json.dumps({"failed_record_count": 0, "records": [
+            {"partition_id": "shardId-0000000000", "sequence_number": str(n)} for n in range(count)]}).encode()
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": answer})
+        return
+    status = 200 if scope["method"] == "PUT" else 204  # an S3 PUT answers 200 with the object's ETag
+    await send({"type": "http.response.start", "status": status, "headers": [(b"etag", b'"0"')]})
     await send({"type": "http.response.body", "body": b""})
 """
 
@@ -91,9 +106,13 @@ def make_event(seq: int, image: bytes) -> Event:
     return Event(196609, 0, frame, items, images={"image": image} if image else {})
 
 
-def settings_for(state: Path, mode: str, mqtt_port: int) -> AgentSettings:
+def settings_for(state: Path, mode: str, mqtt_port: int, hook: str) -> AgentSettings:
+    receiver = hook.rsplit("/", 1)[0]
+    keys = {"access_key": "BENCHAK", "secret_key": "bench-secret"}
     return AgentSettings(node_id="bench", state_dir=state, outbox={"synchronous": mode},
-                         mqtt=MqttSettings(host="127.0.0.1", port=mqtt_port))
+                         mqtt=MqttSettings(host="127.0.0.1", port=mqtt_port),
+                         obs={"endpoint": receiver, "region": "us-east-1", "addressing": "path", **keys},
+                         dis={"endpoint": receiver, "region": "r", "project_id": "bench", **keys})
 
 
 def wait_drained(router: ResultRouter, sink: str, timeout: float = 300.0) -> None:
@@ -105,19 +124,21 @@ def wait_drained(router: ResultRouter, sink: str, timeout: float = 300.0) -> Non
 
 
 def measure(state_root: Path, mode: str, mqtt_port: int, hook: str, count: int, image: bytes,
-            ) -> dict[str, float]:
+            costs: dict[str, list[float]]) -> dict[str, float]:
     events = [make_event(n, image) for n in range(count)]
     outputs = {
         "webhook": TaskOutput(webhook={"url": hook, "headers": {"X-Token": "bench"}, "data_category": ["image"]}),
         "mqtt": TaskOutput(event_center=True),
         "both": TaskOutput(webhook={"url": hook, "headers": {"X-Token": "bench"}, "data_category": ["image"]},
                            event_center=True),
+        "obs": TaskOutput(obs={"bucket": "bench", "path": "events", "data_category": ["image"]}),
+        "dis": TaskOutput(dis={"stream_name": "bench", "data_category": ["image"]}),
     }
     results: dict[str, float] = {}
 
     def fresh_router(name: str) -> ResultRouter:
         state = state_root / f"{mode}-{name}"
-        return ResultRouter(settings_for(state, mode, mqtt_port))
+        return ResultRouter(settings_for(state, mode, mqtt_port, hook))
 
     def timed(action: Callable[[], None]) -> float:
         started = time.perf_counter()
@@ -137,11 +158,14 @@ def measure(state_root: Path, mode: str, mqtt_port: int, hook: str, count: int, 
     results["commit (webhook), 10 events per submit"] = count / seconds
     router.stop()
 
-    # 2. delivery from a full outbox (committed first, then the delivery threads start)
-    for name in ("mqtt", "webhook"):
+    # 2. delivery from a full outbox (committed first, then the delivery threads start); CPU time of this
+    # process per delivered event (the receivers run elsewhere): what a sink costs the box
+    for name in ("mqtt", "webhook", "obs", "dis"):
         router = fresh_router(f"deliver-{name}")
         router.submit(TASK_ID, "bench", outputs[name], ["cam"], events)
+        cpu = time.process_time()
         seconds = timed(lambda r=router, n=name: (r.start(), wait_drained(r, n)))
+        costs.setdefault(name, []).append((time.process_time() - cpu) / count * 1e6)
         results[f"delivered to {name} (backlog)"] = count / seconds
         router.stop()
 
@@ -187,12 +211,13 @@ def main() -> None:
           f"outbox dir: {args.dir}, load average before: {os.getloadavg()[0]:.1f}, "
           f"write+fdatasync: {fsync_ms(args.dir):.2f} ms")
     runs: dict[str, dict[str, list[float]]] = {"NORMAL": {}, "FULL": {}}
+    costs: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="bench-outbox-") as tmp, \
             mosquitto(Path(tmp)) as mqtt_port, webhook_receiver(Path(tmp)) as hook:
         for round_no in range(args.rounds):
             for mode in ("NORMAL", "FULL"):
                 state = Path(tmp) / f"round{round_no}"
-                for name, rate in measure(state, mode, mqtt_port, hook, args.events, image).items():
+                for name, rate in measure(state, mode, mqtt_port, hook, args.events, image, costs).items():
                     runs[mode].setdefault(name, []).append(rate)
     print(f"load average after: {os.getloadavg()[0]:.1f}")
     width = max(len(name) for name in runs["NORMAL"])
@@ -207,6 +232,10 @@ def main() -> None:
         print(f"{name:<{width}}  {cells[0]:>14} {cells[1]:>14}  {full / normal:11.2f}  "
               f"{normal / target:13.2f} {full / target:11.2f}")
     print(f"\ntargets: commit >= {TARGET_COMMIT:.0f}/s, delivery >= {TARGET_DELIVER:.0f}/s")
+    webhook_cost = statistics.median(costs["webhook"])
+    print("\nCPU of the agent process per delivered event, median over both modes (µs; ÷ webhook)")
+    for name, values in costs.items():
+        print(f"  {name:<8} {statistics.median(values):7.0f}  {statistics.median(values) / webhook_cost:5.2f}")
 
 
 if __name__ == "__main__":

@@ -178,6 +178,12 @@ else
     done
     find "$TARGET" -name __pycache__ -type d -prune -exec rm -rf {} +
 fi
+# Both OpenCV wheels install the cv2 package: an agent installed before the switch to the contrib wheel
+# must lose the plain one first, or the upgrade leaves a cv2 that either uninstall would break.
+if "$VENV/bin/python" -m pip show -q opencv-python-headless >/dev/null 2>&1; then
+    say "removing opencv-python-headless (replaced by opencv-contrib-python-headless)"
+    "$VENV/bin/python" -m pip uninstall -y -q opencv-python-headless opencv-contrib-python-headless
+fi
 say "installing $(basename "$TARGET") into $VENV"
 # A local tree or wheel is always reinstalled, so re-running the script upgrades the agent.
 # shellcheck disable=SC2086  # PIP_ARGS holds separate arguments

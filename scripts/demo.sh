@@ -15,5 +15,10 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+# Both OpenCV wheels install the cv2 package: a venv made before the switch to the contrib wheel must
+# lose the plain one first, or removing either later breaks cv2.
+if .venv/bin/python -m pip show -q opencv-python-headless >/dev/null 2>&1; then
+  .venv/bin/python -m pip uninstall -y -q opencv-python-headless opencv-contrib-python-headless
+fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e .
 exec .venv/bin/edge-agent demo "$@"

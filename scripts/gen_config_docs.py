@@ -25,9 +25,11 @@ as `EDGE_AGENT_<SECTION>__<KEY>`, e.g. `EDGE_AGENT_API__LISTEN=0.0.0.0:8080` or
 The environment wins over the file. Unknown keys are errors that name the key, so a typo cannot silently
 turn a feature off.
 
-Secrets (`api.token`, `mqtt.password`, `mqtt.control_token`) can be given as files instead
-(`api.token_file`, `mqtt.password_file`); keep those files 0600. Without any API token the agent generates
-one into `{state_dir}/api-token` (0600) on first start, and the CLI reads it from there.
+Secrets (`api.token`, `mqtt.password`, `mqtt.control_token`, `obs.secret_key`, `dis.secret_key`) are
+masked in every log line, status and error; all but the control token can be given as files instead
+(`api.token_file`, `mqtt.password_file`, `obs.secret_key_file`, `dis.secret_key_file`); keep those files
+0600. Without any API token the agent generates one into `{state_dir}/api-token` (0600) on first start,
+and the CLI reads it from there.
 
 This page is generated from `agent/settings.py` by `python scripts/gen_config_docs.py`.
 """

@@ -10,6 +10,7 @@ APT_PACKAGES=(
   mosquitto mosquitto-clients ffmpeg openssl python3-venv python3-gi
   gstreamer1.0-rtsp gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
   gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  systemd-container  # systemd-nspawn boots the OS to run the shipped unit under a real PID-1 systemd
 )
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -30,5 +31,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+# Both OpenCV wheels install the cv2 package: a venv made before the switch to the contrib wheel must
+# lose the plain one first, or removing either later breaks cv2.
+if .venv/bin/python -m pip show -q opencv-python-headless >/dev/null 2>&1; then
+  .venv/bin/python -m pip uninstall -y -q opencv-python-headless opencv-contrib-python-headless
+fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]"
 exec .venv/bin/python -m pytest "$@"

@@ -64,7 +64,7 @@ def records(out: io.StringIO) -> list[dict[str, Any]]:
 
 def a_secret() -> str:
     value = "s3cr3t-" + random.token_hex(8)
-    secrets.add(value)
+    secrets.register(f"test:{value}", [value])
     return value
 
 
@@ -327,7 +327,7 @@ AGENT_PROCESS = """
 import logging, sys
 from agent.logging_setup import configure_logging
 from agent.redact import secrets
-secrets.add("vcn-pass-42")
+secrets.register("task:t1", ["vcn-pass-42"])
 configure_logging("INFO", "auto")
 log = logging.getLogger("agent.sources.stream")
 log.info("task started", extra={"task_id": "t1"})

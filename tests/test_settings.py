@@ -9,7 +9,7 @@ import tomllib
 from pydantic import BaseModel, ValidationError
 
 from agent.api_token import api_token
-from agent.settings import AgentSettings, load_settings
+from agent.settings import AgentSettings, config_secrets, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,3 +91,38 @@ def test_configuration_doc_is_current() -> None:
                                " import gen_config_docs; print(gen_config_docs.render(), end='')"],
                               cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert (ROOT / "docs" / "configuration.md").read_text() == rendered, "run python scripts/gen_config_docs.py"
+
+
+OBS_TOML = ('[obs]\nendpoint = "https://obs.cn-north-4.myhuaweicloud.com"\nregion = "cn-north-4"\n'
+            'access_key = "AKIDEXAMPLE"\nsecret_key = "obs-secret-value"\n')
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [('[obs]\nendpoint = "https://h"\nregion = "r"\naccess_key = "a"\n', "secret_key"),
+     ('[obs]\nendpoint = "ftp://h"\nregion = "r"\naccess_key = "a"\nsecret_key = "s"\n', "endpoint"),
+     ('[obs]\nendpoint = "https://h/bucket"\nregion = "r"\naccess_key = "a"\nsecret_key = "s"\n', "endpoint"),
+     ('[dis]\nendpoint = "https://h"\nregion = "r"\nproject_id = "p"\nkeys_from_obs = true\n', "[obs]"),
+     ('[dis]\nendpoint = "https://h"\nregion = "r"\nproject_id = "p"\n', "keys_from_obs"),
+     (OBS_TOML + '[dis]\nendpoint = "https://h"\nregion = "r"\nproject_id = "p"\nkeys_from_obs = true\n'
+                 'access_key = "a"\n', "not both")],
+)
+def test_store_sections_name_what_is_wrong(tmp_path: Path, text: str, where: str) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text(text)
+    with pytest.raises(ValidationError) as caught:
+        load_settings(config)
+    assert where in str(caught.value)
+
+
+def test_dis_signs_with_its_own_keys_or_obs_keys_and_both_secrets_are_masked(tmp_path: Path) -> None:
+    secret_file = tmp_path / "dis-sk"
+    secret_file.write_text("dis-secret-from-file\n")
+    config = tmp_path / "agent.toml"
+    dis = '[dis]\nendpoint = "https://dis.example"\nregion = "r"\nproject_id = "p"\n'
+    config.write_text(OBS_TOML + dis + f'access_key = "DISAK"\nsecret_key_file = "{secret_file}"\n')
+    settings = load_settings(config)
+    assert settings.dis_key_pair() == ("DISAK", "dis-secret-from-file")
+    assert {"obs-secret-value", "dis-secret-from-file"} <= set(config_secrets(settings))
+    config.write_text(OBS_TOML + dis + "keys_from_obs = true\n")
+    assert load_settings(config).dis_key_pair() == ("AKIDEXAMPLE", "obs-secret-value")

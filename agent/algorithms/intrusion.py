@@ -1,9 +1,11 @@
-"""intrusion-detection: something moving inside a region of interest, one event per object.
+"""intrusion-detection: something moving (or, with ``detector: "model"``, an object of chosen classes
+found by an ONNX model) inside a region of interest, one event per object.
 
-Per input: a MOG2 background model on the grey view, shrunk to at most 320 px wide (moving objects of
+Motion, per input: a MOG2 background model on the grey view, shrunk to at most 320 px wide (moving objects of
 interest stay several pixels wide there and the cost drops ~10× at 720p), foreground masked to the
 ROIs, morphology to join fragments, contours → boxes, and centroid tracking so that an object is
 reported once when it appears (and again only after ``cooldown_s`` while it stays), not every frame.
+The model detector is object-detection's (agent.algorithms.object_detection) with these ROIs and rules.
 """
 
 from __future__ import annotations
@@ -11,17 +13,22 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import cv2
 import numpy as np
 from numpy.typing import NDArray
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from agent.algorithms.base import Algorithm, AlgorithmConfig
+from agent.algorithms.classic import PEOPLE_WINDOW, PeopleDetector
 from agent.algorithms.event import Event
-from agent.algorithms.hog import WINDOW_W, detect_people
-from agent.sources.frame import Frame, FrameInfo
+from agent.algorithms.object_detection import ModelConfig, ModelObjects, item
+from agent.algorithms.onnx_detector import OnnxDetector
+from agent.algorithms.regions import ROIS_DESCRIPTION, Polygon, check_rois, roi_mask
+from agent.algorithms.tracking import Tracker, frame_time
+from agent.sources.frame import Frame
 
 EVENT_TYPE = 196609
 PERSON, OTHER = 0, 2  # VIAS categories
@@ -32,16 +39,10 @@ _CONFIRM_HITS = 2  # frames an object must be seen in before it is reported: fil
 _HOG_CROP_HEIGHT = 160
 _TRACK_TTL_S = 1.5  # an object unseen this long is forgotten; if it returns it is a new object
 
-Polygon = list[tuple[float, float]]
 
-
-class IntrusionConfig(AlgorithmConfig):
+class IntrusionConfig(ModelConfig):
     fps: float = Field(5.0, gt=0, le=30, description="Frames per second to analyse, per input.")
-    rois: list[Polygon] = Field(
-        [], max_length=16,
-        description="Regions of interest: polygons of 3–64 [x, y] points, in pixels of the frame or, when "
-                    "every coordinate of a polygon is ≤ 1, as fractions of its width and height. "
-                    "Empty: the whole frame.")
+    rois: list[Polygon] = Field([], max_length=16, description=ROIS_DESCRIPTION)
     min_area: float = Field(
         0.002, gt=0,
         description="Smallest object box reported: in pixels² of the frame, or as a fraction of the frame "
@@ -51,27 +52,18 @@ class IntrusionConfig(AlgorithmConfig):
     cooldown_s: float = Field(
         10.0, ge=0, description="An object still present is reported again after this many seconds.")
     classify_people: bool = Field(
-        False, description="Classify objects with the HOG people detector: category 0 person, 2 other.")
+        False, description="motion: classify objects with the HOG people detector: category 0 person, 2 other.")
+    detector: Literal["motion", "model"] = Field(
+        "motion", description="motion: a background model; model: objects of `classes` found by the ONNX `model`.")
 
-    @field_validator("rois")
-    @classmethod
-    def _polygons(cls, rois: list[Polygon]) -> list[Polygon]:
-        for polygon in rois:
-            if not 3 <= len(polygon) <= 64:
-                raise ValueError("each polygon needs 3 to 64 points")
-            if any(x < 0 or y < 0 or not (math.isfinite(x) and math.isfinite(y)) for x, y in polygon):
-                raise ValueError("coordinates must be finite and not negative")
-        return rois
+    _rois = field_validator("rois")(check_rois)
 
-
-@dataclass
-class _Track:
-    detection_id: int
-    box: tuple[int, int, int, int]  # work-size pixels
-    last_seen: float
-    hits: int = 1
-    reported_at: float | None = None
-    category: int | None = None
+    @model_validator(mode="after")
+    def _model_named(self) -> IntrusionConfig:
+        if self.detector == "model" and not self.model:
+            raise ValueError('detector "model" needs config.common.model: an ONNX file under the agent\'s '
+                             "models_roots")
+        return self
 
 
 @dataclass
@@ -81,10 +73,9 @@ class _InputState:
     scale: float  # work size / frame size
     subtractor: Any
     roi_mask: NDArray[np.uint8] | None
+    tracker: Tracker
     frames: int = 0
-    tracks: list[_Track] = field(default_factory=list)
-    next_id: int = 1
-    last_time: float = -math.inf
+    categories: dict[int, int] = field(default_factory=dict)  # detection_id → category, once classified
 
 
 class IntrusionDetection(Algorithm):
@@ -93,26 +84,41 @@ class IntrusionDetection(Algorithm):
     event_type = EVENT_TYPE
     Config = IntrusionConfig
     color = "gray"
-    summary = "Moving objects entering regions of interest (MOG2 background model; HOG people on request)."
+    summary = "Objects entering regions of interest: moving (MOG2; HOG people on request) or found by an ONNX model."
 
     config: IntrusionConfig
 
     def __init__(self, config: AlgorithmConfig, version: str, **kwargs: Any) -> None:
         super().__init__(config, version, **kwargs)
         self._inputs: dict[int, _InputState] = {}
+        config = self.config
+        self._people = PeopleDetector() if config.classify_people and config.detector == "motion" else None
+        self._model = OnnxDetector(Path(config.model), threads=config.threads) if config.detector == "model" else None
+        self._objects: dict[int, ModelObjects] = {}
 
     def process(self, frames: Mapping[int, Frame]) -> list[Event]:
         events = []
         for index, frame in frames.items():
-            event = self._process_one(index, frame)
+            event = self._motion(index, frame) if self._model is None else self._objects_in(self._model, index, frame)
             if event is not None:
                 events.append(event)
         return events
 
     def input_up(self, input_index: int, now: float) -> list[Event]:
-        # The scene may have changed while the stream was down: learn the background afresh.
+        # The scene may have changed while the stream was down: learn the background afresh, and report
+        # what is in view again.
         self._inputs.pop(input_index, None)
+        self._objects.pop(input_index, None)
         return []
+
+    def _objects_in(self, model: OnnxDetector, index: int, frame: Frame) -> Event | None:
+        objects = self._objects.get(index)
+        if objects is None:
+            config = self.config
+            objects = self._objects[index] = ModelObjects(model, config, rois=config.rois, min_area=config.min_area,
+                                                          cooldown_s=config.cooldown_s)
+        due = objects.due(frame)
+        return Event(EVENT_TYPE, index, frame.info, tuple(item(i, d) for i, d in due)) if due else None
 
     def _state(self, index: int, frame: Frame) -> _InputState:
         size = (frame.width, frame.height)
@@ -125,16 +131,15 @@ class IntrusionDetection(Algorithm):
             # darker object for a shadow.
             subtractor = cv2.createBackgroundSubtractorMOG2(
                 history=500, varThreshold=4 + 60 * (1 - self.config.sensitivity), detectShadows=False)
-            state = _InputState(size, work, scale, subtractor, _roi_mask(self.config.rois, size, work))
+            state = _InputState(size, work, scale, subtractor, roi_mask(self.config.rois, size, work),
+                                Tracker(cooldown_s=self.config.cooldown_s, confirm_hits=_CONFIRM_HITS,
+                                        ttl_s=_TRACK_TTL_S))
             self._inputs[index] = state
         return state
 
-    def _process_one(self, index: int, frame: Frame) -> Event | None:
+    def _motion(self, index: int, frame: Frame) -> Event | None:
         state = self._state(index, frame)
-        now = _frame_time(frame.info)
-        if now < state.last_time:  # a new stream restarted the clock: forget tracks timed on the old one
-            state.tracks.clear()
-        state.last_time = now
+        now = frame_time(frame.info)
         gray: NDArray[Any] = frame.gray
         if state.scale < 1.0:
             gray = cv2.resize(gray, state.work, interpolation=cv2.INTER_AREA)
@@ -143,19 +148,23 @@ class IntrusionDetection(Algorithm):
         if state.frames <= _WARMUP_FRAMES:
             return None
         boxes = self._boxes(foreground, state, frame)
-        due = self._track(state, boxes, now)
+        due = state.tracker.update(boxes, now)
         if not due:
             return None
         items = []
-        for track in due:
+        for track, _ in due:
             box = _to_frame(track.box, state.scale, frame.width, frame.height)
             item: dict[str, Any] = {"bounding_box": dict(zip("xywh", box, strict=True)),
                                     "detection_id": track.detection_id}
-            if self.config.classify_people:
-                if track.category is None:
-                    track.category = self._classify(frame, box)
-                item["category"] = track.category
+            if self._people is not None:
+                category = state.categories.get(track.detection_id)
+                if category is None:
+                    category = state.categories[track.detection_id] = _classify(self._people, frame, box)
+                item["category"] = category
             items.append(item)
+        if self._people is not None:
+            live = state.tracker.live_ids()
+            state.categories = {i: c for i, c in state.categories.items() if i in live}
         return Event(EVENT_TYPE, index, frame.info, tuple(items))
 
     def _boxes(self, foreground: NDArray[np.uint8], state: _InputState,
@@ -172,86 +181,33 @@ class IntrusionDetection(Algorithm):
         boxes = [cv2.boundingRect(contour) for contour in contours]
         return [(x, y, w, h) for x, y, w, h in boxes if w * h >= min_work_area]
 
-    def _track(self, state: _InputState, boxes: list[tuple[int, int, int, int]], now: float) -> list[_Track]:
-        """Match boxes to known objects by nearest centroid; return the objects due for a report."""
-        unmatched = list(boxes)
-        for track in sorted(state.tracks, key=lambda t: -t.hits):
-            if not unmatched:
-                break
-            cx, cy = _centre(track.box)
-            reach = max(track.box[2], track.box[3]) * 0.75 + 4  # how far an object moves between samples
-            nearest = min(unmatched, key=lambda b: math.dist((cx, cy), _centre(b)))
-            # Overlap also counts: an object merged with a neighbour or a decoding smear for a frame has
-            # its centre moved far, but it is still the same object.
-            if math.dist((cx, cy), _centre(nearest)) <= reach or _overlap(track.box, nearest):
-                unmatched.remove(nearest)
-                track.box, track.last_seen = nearest, now
-                track.hits += 1
-        for box in unmatched:
-            state.tracks.append(_Track(state.next_id, box, now))
-            state.next_id += 1
-        state.tracks = [t for t in state.tracks if now - t.last_seen <= _TRACK_TTL_S]
-        due = []
-        for track in state.tracks:
-            if track.last_seen != now or track.hits < _CONFIRM_HITS:
-                continue
-            if track.reported_at is None or now - track.reported_at >= self.config.cooldown_s:
-                track.reported_at = now
-                due.append(track)
-        return due
 
-    def _classify(self, frame: Frame, box: tuple[int, int, int, int]) -> int:
-        """Person or other, by the HOG people detector on the object's surroundings."""
-        x, y, w, h = box
-        # The detector's window is 64×128 with a person about 96 px tall and some context around: crop
-        # with margins, scale so an upright person is a little taller than that (the pyramid then finds
-        # it), and widen the crop rather than stretch it when the object is narrow.
-        pad_y = h // 8 + 16
-        y0, y1 = max(0, y - pad_y), min(frame.height, y + h + pad_y)
-        factor = _HOG_CROP_HEIGHT / (y1 - y0)
-        want_w = max(w + 2 * (w // 4 + 8), math.ceil((WINDOW_W + 8) / factor))
-        centre = x + w / 2
-        x0, x1 = max(0, round(centre - want_w / 2)), min(frame.width, round(centre + want_w / 2))
-        crop: NDArray[Any] = frame.gray[y0:y1, x0:x1]
-        if crop.shape[0] < 8 or crop.shape[1] < 8:
-            return OTHER
-        crop = cv2.resize(crop, (max(1, round(crop.shape[1] * factor)), _HOG_CROP_HEIGHT),
-                          interpolation=cv2.INTER_AREA)
-        if crop.shape[1] < WINDOW_W + 8:  # at the frame's edge: repeat the border instead
-            missing = WINDOW_W + 8 - crop.shape[1]
-            crop = cv2.copyMakeBorder(crop, 0, 0, missing // 2, missing - missing // 2, cv2.BORDER_REPLICATE)
-        return PERSON if detect_people(crop) else OTHER
+def _classify(people: PeopleDetector, frame: Frame, box: tuple[int, int, int, int]) -> int:
+    """Person or other, by the HOG people detector on the object's surroundings."""
+    window_w = PEOPLE_WINDOW[0]
+    x, y, w, h = box
+    # The detector's window is 64×128 with a person about 96 px tall and some context around: crop
+    # with margins, scale so an upright person is a little taller than that (the pyramid then finds
+    # it), and widen the crop rather than stretch it when the object is narrow.
+    pad_y = h // 8 + 16
+    y0, y1 = max(0, y - pad_y), min(frame.height, y + h + pad_y)
+    factor = _HOG_CROP_HEIGHT / (y1 - y0)
+    want_w = max(w + 2 * (w // 4 + 8), math.ceil((window_w + 8) / factor))
+    centre = x + w / 2
+    x0, x1 = max(0, round(centre - want_w / 2)), min(frame.width, round(centre + want_w / 2))
+    crop: NDArray[Any] = frame.gray[y0:y1, x0:x1]
+    if crop.shape[0] < 8 or crop.shape[1] < 8:
+        return OTHER
+    crop = cv2.resize(crop, (max(1, round(crop.shape[1] * factor)), _HOG_CROP_HEIGHT),
+                      interpolation=cv2.INTER_AREA)
+    if crop.shape[1] < window_w + 8:  # at the frame's edge: repeat the border instead
+        missing = window_w + 8 - crop.shape[1]
+        crop = cv2.copyMakeBorder(crop, 0, 0, missing // 2, missing - missing // 2, cv2.BORDER_REPLICATE)
+    return PERSON if people.detect(crop) else OTHER
 
 
 _KERNEL_3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 _KERNEL_5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-
-
-def _roi_mask(rois: list[Polygon], size: tuple[int, int], work: tuple[int, int]) -> NDArray[np.uint8] | None:
-    if not rois:
-        return None
-    mask = np.zeros((work[1], work[0]), dtype=np.uint8)
-    for polygon in rois:
-        points = np.array(polygon, dtype=np.float64)
-        if points.max() <= 1:
-            points *= (work[0], work[1])
-        else:
-            points *= (work[0] / size[0], work[1] / size[1])
-        cv2.fillPoly(mask, [np.round(points).astype(np.int32)], 255)
-    return mask
-
-
-def _frame_time(info: FrameInfo) -> float:
-    """Seconds on the stream's clock when known (files are decoded faster than real time), else wall time."""
-    return info.stream_time if info.stream_time is not None else info.captured_at
-
-
-def _overlap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return a[0] < b[0] + b[2] and b[0] < a[0] + a[2] and a[1] < b[1] + b[3] and b[1] < a[1] + a[3]
-
-
-def _centre(box: tuple[int, int, int, int]) -> tuple[float, float]:
-    return box[0] + box[2] / 2, box[1] + box[3] / 2
 
 
 def _to_frame(box: tuple[int, int, int, int], scale: float, width: int, height: int) -> tuple[int, int, int, int]:

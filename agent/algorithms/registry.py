@@ -10,8 +10,9 @@ agent or the other algorithms.
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,12 +20,13 @@ from pydantic import ValidationError
 from agent.algorithms.base import Algorithm, AlgorithmConfig, describe
 from agent.algorithms.face import FaceDetection
 from agent.algorithms.intrusion import IntrusionDetection
+from agent.algorithms.object_detection import MODELS_ROOTS, ObjectDetection
 from agent.algorithms.quality import VideoQualityDiagnosis
 from agent.redact import mask_text
 from agent.tasks.errors import ApiError, ErrorCode, invalid
 
 ENTRY_POINT_GROUP = "edge_agent.algorithms"
-BUILT_INS: tuple[type[Algorithm], ...] = (IntrusionDetection, FaceDetection, VideoQualityDiagnosis)
+BUILT_INS: tuple[type[Algorithm], ...] = (IntrusionDetection, FaceDetection, ObjectDetection, VideoQualityDiagnosis)
 
 log = logging.getLogger(__name__)
 
@@ -80,9 +82,10 @@ def _lookup(service_name: str, service_version: str) -> type[Algorithm]:
     return cls
 
 
-def _config(cls: type[Algorithm], common: dict[str, Any]) -> AlgorithmConfig:
+def _config(cls: type[Algorithm], common: dict[str, Any], models_roots: Sequence[Path]) -> AlgorithmConfig:
     try:
-        return cls.Config.model_validate(common)
+        # The context carries what validators need from the agent's settings: where model files may lie.
+        return cls.Config.model_validate(common, context={MODELS_ROOTS: list(models_roots)})
     except ValidationError as exc:
         first = exc.errors()[0]
         path = ".".join(["config.common", *(str(part) for part in first["loc"])])
@@ -93,21 +96,24 @@ def _config(cls: type[Algorithm], common: dict[str, Any]) -> AlgorithmConfig:
             from None
 
 
-def validate_task(service_name: str, service_version: str, common: dict[str, Any]) -> None:
-    """Raise ApiError when the task names no installed algorithm or its config.common is rejected."""
-    _config(_lookup(service_name, service_version), common)
+def validate_task(service_name: str, service_version: str, common: dict[str, Any], *,
+                  models_roots: Sequence[Path] = ()) -> None:
+    """Raise ApiError when the task names no installed algorithm or its config.common is rejected.
+    ``models_roots``: the agent's setting; model files named by config.common must lie under it."""
+    _config(_lookup(service_name, service_version), common, models_roots)
 
 
-def analysis_fps(service_name: str, service_version: str, common: dict[str, Any]) -> float:
+def analysis_fps(service_name: str, service_version: str, common: dict[str, Any], *,
+                 models_roots: Sequence[Path] = ()) -> float:
     """Frames per second a task of this algorithm analyses per input (raises ApiError like validate_task)."""
-    return _config(_lookup(service_name, service_version), common).fps
+    return _config(_lookup(service_name, service_version), common, models_roots).fps
 
 
 def create(service_name: str, service_version: str, common: dict[str, Any], *,
-           data_categories: Collection[str] = ()) -> Algorithm:
+           data_categories: Collection[str] = (), models_roots: Sequence[Path] = ()) -> Algorithm:
     """A fresh instance for one task. ``data_categories``: the union of the task's outputs' data_category."""
     cls = _lookup(service_name, service_version)
-    return cls(_config(cls, common), service_version, data_categories=data_categories)
+    return cls(_config(cls, common, models_roots), service_version, data_categories=data_categories)
 
 
 def describe_installed() -> list[dict[str, Any]]:

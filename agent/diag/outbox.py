@@ -46,7 +46,7 @@ def _figures_from_metrics(view: AgentView) -> dict[str, dict[str, float]]:
         "delivered": view.value("edge_agent_outbox_delivered_total", sink=sink) or 0.0,
         "failed": view.value("edge_agent_outbox_failed_total", sink=sink) or 0.0,
         "dead_letters": view.value("edge_agent_outbox_dead_letters_total", sink=sink) or 0.0,
-    } for sink in ("webhook", "mqtt")}
+    } for sink in ("webhook", "mqtt", "obs", "dis")}
 
 
 def _figures_from_store(outbox: Outbox) -> dict[str, dict[str, float]]:

@@ -19,7 +19,7 @@ class Level(str, Enum):
 
 @dataclass(frozen=True)
 class Check:
-    area: str  # config, state, api, broker, task, input, stream, sink, outbox
+    area: str  # config, state, api, broker, task, input, stream, sink, store, outbox
     subject: str  # what was checked, e.g. "task cam-yard (1a2b3c4d) input 0"
     level: Level
     detail: str  # one line: what was found (masked)

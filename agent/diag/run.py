@@ -13,6 +13,7 @@ from agent.diag.outbox import check_outbox
 from agent.diag.report import Check, Progress, any_failed, render_json, render_table
 from agent.diag.sinks import check_sinks
 from agent.diag.state_dir import check_state_dir
+from agent.diag.stores import check_stores, used_stores
 from agent.diag.stream import probe_stream, stream_checks, url_target
 from agent.diag.tasks import check_tasks, read_tasks
 from agent.redact import secrets, url_secrets
@@ -48,6 +49,7 @@ def diagnose(options: DiagOptions, progress: Progress) -> tuple[list[Check], dic
         checks.append(tasks_finding)
     checks += check_tasks(records, settings, options, view, progress)
     checks += check_sinks(records, settings, broker[0], options.timeout_s, progress)
+    checks += check_stores(settings, *used_stores(records), progress)
     checks += check_outbox(settings, view)
     return checks, facts
 

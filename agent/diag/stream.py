@@ -199,7 +199,7 @@ def url_target(url: str) -> StreamTarget:
     except LocalFileError:
         path = None
     if path is not None:
-        return StreamTarget(url=path, source_id="diag", is_file=True)  # lead: source_id removed
+        return StreamTarget(url=path, is_file=True)
     parts = urlsplit(url)
     is_file = parts.scheme.lower() in ("http", "https") and Path(parts.path).suffix.lower() in FILE_SUFFIXES
-    return StreamTarget(url=url, source_id="diag", is_file=is_file)  # lead: source_id removed
+    return StreamTarget(url=url, is_file=is_file)

@@ -25,12 +25,13 @@ _RESOLVE_HINTS = {
     "restful": "Check the lookup URL and rtsp_path_in_response against the service's reply.",
     "video_source": "Check video_source_id against [[video_sources]] in the config.",
 }
-_STREAM_LOST = ("reconnecting", "stalled")  # the agent's stream states in which no frame arrives
+# the agent's stream states in which no frame arrives (failed: a lookup that is not retried, e.g. a refused login)
+_STREAM_LOST = ("reconnecting", "stalled", "failed")
 
 
 def read_tasks(settings: AgentSettings) -> tuple[list[TaskRecord], Check | None]:
     """The stored tasks, with their secrets registered for masking; or the one finding that stands in."""
-    from agent.tasks.model import secret_values  # lead: spec_secrets after merge
+    from agent.tasks.model import spec_secrets
     from agent.tasks.store import TaskStore
 
     path, refused = store_access(settings, "tasks.db")
@@ -48,7 +49,7 @@ def read_tasks(settings: AgentSettings) -> tuple[list[TaskRecord], Check | None]
     finally:
         store.close()
     for record in records:
-        secrets.register(f"task:{record.id}", secret_values(record.spec))  # lead: spec_secrets after merge
+        secrets.register(f"task:{record.id}", spec_secrets(record.spec))
     if not records:
         return [], masked_check("task", "tasks", Level.OK, "no tasks stored")
     return records, None
@@ -140,10 +141,16 @@ def input_state_check(subject: str, index: int, reported: list[dict[str, Any]] |
     fps_in = float(entry.get("fps_in") or 0.0)
     fps_out = float(entry.get("fps") or 0.0)
     reconnects = int(entry.get("reconnects") or 0)
+    decode_errors = int(entry.get("decode_errors") or 0)
+    dropped = int(entry.get("dropped") or 0)
+    shared_by = int(entry.get("shared_by") or 1)
     last_error = entry.get("last_error")
-    detail = (f"{state}: {fps_in:g} fps in, {fps_out:g} fps analysed, {reconnects} reconnect(s)"
+    detail = (f"{state}: {fps_in:g} fps in, {fps_out:g} fps analysed, {reconnects} reconnect(s), "
+              f"{decode_errors} decode error(s), {dropped} frame(s) dropped"
+              + (f", camera shared by {shared_by} tasks" if shared_by > 1 else "")
               + (f"; last error: {last_error}" if last_error else ""))
-    data: dict[str, Any] = {"state": state, "fps_in": fps_in, "fps_out": fps_out, "reconnects": reconnects}
+    data: dict[str, Any] = {"state": state, "fps_in": fps_in, "fps_out": fps_out, "reconnects": reconnects,
+                            "decode_errors": decode_errors, "dropped": dropped, "shared_by": shared_by}
     if state in _STREAM_LOST:
         return masked_check("input", row, Level.FAIL, detail,
                             "The agent cannot keep this stream; the probe below shows why.", **data)

@@ -81,6 +81,8 @@ CREATE TABLE IF NOT EXISTS counter (
 class Sink(str, Enum):
     MQTT = "mqtt"
     WEBHOOK = "webhook"
+    OBS = "obs"
+    DIS = "dis"
 
 
 class Counter(str, Enum):
@@ -122,6 +124,7 @@ class SinkStats:
     delivered: int
     failed: int
     dead_letters: int
+    dead_letters_pruned: int  # the oldest dead letters removed to keep the dead-letter table within its share
     dropped_at_cap: int
 
 
@@ -421,6 +424,7 @@ class Outbox:
             delivered=counters.get(Counter.DELIVERED.value, 0),
             failed=counters.get(Counter.FAILED.value, 0),
             dead_letters=counters.get(Counter.DEAD_LETTERS.value, 0),
+            dead_letters_pruned=counters.get(Counter.DEAD_LETTERS_PRUNED.value, 0),
             dropped_at_cap=counters.get(Counter.DROPPED_AT_CAP.value, 0),
         )
 

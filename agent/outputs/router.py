@@ -3,8 +3,9 @@
 ``submit`` builds one envelope per event and output (filtered by that output's data_category), commits
 them to the outbox and returns; two named delivery threads drain it, one per sink kind:
 
-- ``outbox-webhook-0`` … ``-3``: a small fixed pool. A worker claims the ready task lane served least
-  recently, POSTs its rows in order over keep-alive connections for at most a second, and releases it.
+- ``outbox-webhook-0`` … ``-3``: a small fixed pool (``lanes.LanePool``). A worker claims the ready task
+  lane served least recently, POSTs its rows in order over keep-alive connections for at most a second,
+  and releases it.
   One lane is never held by two workers (order), and no worker holds a lane for long (fairness). A pool
   rather than one thread per destination: tasks come and go, while 4 threads are enough that a few slow
   webhooks (up to 10 s per request) cannot stall the others; a failing destination is backed off and a
@@ -12,12 +13,13 @@ them to the outbox and returns; two named delivery threads drain it, one per sin
   after 9 s then held every other task's webhook back for minutes.)
 - ``outbox-mqtt`` pipelines up to 1000 QoS 1 publishes on the events connection and deletes rows as
   PUBACKs arrive; during a broker outage it waits, and paho resends the unacknowledged ones on reconnect.
+- ``outbox-obs-*`` and ``outbox-dis-*``: the same lane pool for the object store and DIS outputs when
+  their settings sections exist (``stores.py``).
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 import uuid
@@ -26,11 +28,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.algorithms.event import Event
+from agent.backoff import DELIVERY_RETRY, BackoffPolicy
 from agent.outputs.envelope import build_envelope, encode_envelope
+from agent.outputs.lanes import DeadLetterHook, LanePool
 from agent.outputs.mqtt_sink import MAX_INFLIGHT, MqttEventSink, events_topic
 from agent.outputs.outbox import NewMessage, Outbox, QueuedMessage, Sink
-from agent.outputs.webhook import DEFAULT_TIMEOUT_S, Outcome, WebhookClient
-from agent.redact import MASK, mask_url, secrets
+from agent.outputs.stores import StoreOutputs
+from agent.outputs.webhook import DEFAULT_TIMEOUT_S, WebhookSender
+from agent.redact import MASK, mask_url
 from agent.settings import AgentSettings
 from agent.tasks.errors import unsupported
 from agent.tasks.model import TaskOutput
@@ -39,26 +44,9 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_WORKERS = 4
 LANE_BATCH = 64  # rows read per lane turn
-LANE_SLICE_S = 1.0  # a worker moves on to another lane after this long (unless it is the only one)
-IDLE_WAIT_S = 1.0
 ERROR_PAUSE_S = 5.0
-BUSY_POLL_S = 0.2
+IDLE_WAIT_S = 1.0  # the MQTT delivery thread looks again at least this often
 ACK_GATHER_S = 0.005
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential back-off with jitter: ``base_s`` after the first failure, doubling up to ``max_s``."""
-
-    base_s: float = 1.0
-    max_s: float = 300.0
-
-    def delay(self, failures: int) -> float:
-        """Seconds to wait after the ``failures``-th consecutive failure (1-based)."""
-        exponent = min(max(failures, 1) - 1, 32)
-        plain = min(self.max_s, self.base_s * (2.0 ** exponent))
-        # Up to +25 % so that lanes failing together do not retry in lock-step.
-        return min(self.max_s, plain * (1.0 + random.uniform(0.0, 0.25)))
 
 
 @dataclass(frozen=True)
@@ -69,6 +57,7 @@ class SinkStatus:
     delivered: int
     failed: int  # failed attempts (each retry counts)
     dead_letters: int
+    dead_letters_pruned: int
     dropped_at_cap: int
 
 
@@ -111,13 +100,13 @@ class ResultRouter:
         self,
         settings: AgentSettings,
         *,
-        retry: RetryPolicy | None = None,
+        retry: BackoffPolicy = DELIVERY_RETRY,
         webhook_timeout_s: float = DEFAULT_TIMEOUT_S,
         mqtt_reconnect_max_s: int | None = None,
+        on_dead_letter: DeadLetterHook | None = None,
     ) -> None:
+        """``on_dead_letter(task_id, sink, reason)`` hears each webhook/obs/dis event given up on."""
         self._settings = settings
-        self._retry = retry or RetryPolicy()
-        self._webhook_timeout_s = webhook_timeout_s
         self._outbox = Outbox(
             settings.state_dir / "outbox.db",
             max_bytes=settings.outbox.max_bytes,
@@ -126,13 +115,14 @@ class ResultRouter:
         self._stop = threading.Event()
         self._wake = {sink: threading.Event() for sink in Sink}
         self._threads: list[threading.Thread] = []
-        self._lane_lock = threading.Lock()
-        self._claimed_lanes: set[str] = set()
-        self._lane_served_at: dict[str, float] = {}
+        self._webhooks = LanePool(self._outbox, Sink.WEBHOOK, lambda: WebhookSender(webhook_timeout_s),
+                                  workers=WEBHOOK_WORKERS, batch=LANE_BATCH, wake=self._wake[Sink.WEBHOOK],
+                                  on_dead_letter=on_dead_letter, retry=retry, shown_destination=_safe_destination)
         self._mqtt: MqttEventSink | None = None
         if settings.mqtt is not None:
             kwargs = {} if mqtt_reconnect_max_s is None else {"reconnect_max_s": mqtt_reconnect_max_s}
             self._mqtt = MqttEventSink(settings, on_change=self._wake[Sink.MQTT].set, **kwargs)
+        self._stores = StoreOutputs(settings, self._outbox, self._wake, on_dead_letter)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -140,14 +130,13 @@ class ResultRouter:
         if self._threads:
             return
         self._stop.clear()
-        for number in range(WEBHOOK_WORKERS):
-            self._threads.append(threading.Thread(target=self._run_webhook, name=f"outbox-webhook-{number}",
-                                                  daemon=True))
+        self._webhooks.start()
         if self._mqtt is not None:
             self._mqtt.start()
             self._threads.append(threading.Thread(target=self._run_mqtt, name="outbox-mqtt", daemon=True))
         for thread in self._threads:
             thread.start()
+        self._stores.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop delivering (what is queued stays queued) and close the outbox."""
@@ -160,6 +149,8 @@ class ResultRouter:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 stuck.append(thread.name)
+        stuck += self._webhooks.stop(deadline)
+        stuck += self._stores.stop(deadline)
         self._threads = []
         if self._mqtt is not None:
             self._mqtt.stop()
@@ -182,11 +173,13 @@ class ResultRouter:
         """Commit one envelope per event and enabled output; durable when this returns."""
         if not events:
             return
-        check_output(self._settings, output)
+        # check_output ran when the task was created and again when it started; this only keeps rows
+        # out of the outbox that no sink would ever take
+        if output.event_center and self._mqtt is None:
+            raise ValueError("event_center output, but this router has no MQTT sink")
         webhook = output.webhook
         webhook_destination: Mapping[str, Any] | None = None
         if webhook is not None:
-            secrets.add_all(webhook.headers.values())
             webhook_destination = {"url": webhook.url, "headers": dict(webhook.headers)}
         topic_destination = {"topic": events_topic(self._settings, task_id)} if output.event_center else None
         messages: list[NewMessage] = []
@@ -210,6 +203,7 @@ class ResultRouter:
                 # Without images both envelopes are the same: encode once (JSON is a third of submit's cost).
                 payload = webhook_payload if envelope == webhook_envelope else encode_envelope(envelope)
                 messages.append(NewMessage(Sink.MQTT, task_id, message_id, topic_destination, payload))
+            messages += StoreOutputs.messages(output, event, **common)
         self._outbox.add(messages)
         for sink in {message.sink for message in messages}:
             self._wake[sink].set()
@@ -222,7 +216,8 @@ class ResultRouter:
         for sink in Sink:
             stats = self._outbox.stats(sink, now)
             sinks.append(SinkStatus(sink.value, stats.backlog, stats.oldest_undelivered_age_s, stats.delivered,
-                                    stats.failed, stats.dead_letters, stats.dropped_at_cap))
+                                    stats.failed, stats.dead_letters, stats.dead_letters_pruned,
+                                    stats.dropped_at_cap))
         return RouterStatus(
             sinks=tuple(sinks),
             mqtt_connected=None if self._mqtt is None else self._mqtt.connected,
@@ -232,80 +227,6 @@ class ResultRouter:
 
     def dead_letters(self, limit: int = 100) -> list[dict[str, Any]]:
         return self._outbox.dead_letters(limit)
-
-    # -- webhook delivery ------------------------------------------------------------------------
-
-    def _run_webhook(self) -> None:
-        client = WebhookClient(timeout_s=self._webhook_timeout_s)
-        try:
-            while not self._stop.is_set():
-                try:
-                    self._webhook_round(client)
-                except Exception:
-                    # e.g. a full disk: keep the thread, the events stay queued; try again shortly
-                    log.exception("webhook delivery failed; retrying in %.0f s", ERROR_PAUSE_S)
-                    self._stop.wait(ERROR_PAUSE_S)
-        finally:
-            client.close()
-
-    def _webhook_round(self, client: WebhookClient) -> None:
-        now = time.time()
-        ready, next_due = self._outbox.ready_lanes(Sink.WEBHOOK, now)
-        task_id = self._claim_lane(ready)
-        if task_id is None and ready:
-            # Every ready lane is being served: new lanes are rare, so poll slowly rather than wake on
-            # each submit to a busy lane.
-            self._stop.wait(BUSY_POLL_S)
-            return
-        if task_id is None:
-            wake = self._wake[Sink.WEBHOOK]
-            wake.wait(IDLE_WAIT_S if next_due is None else min(IDLE_WAIT_S, max(0.01, next_due - now)))
-            wake.clear()
-            return
-        try:
-            self._drain_webhook_lane(client, task_id)
-        finally:
-            with self._lane_lock:
-                self._claimed_lanes.discard(task_id)
-                self._lane_served_at[task_id] = time.monotonic()
-
-    def _claim_lane(self, ready: list[str]) -> str | None:
-        """The ready lane no other worker holds that was served least recently (None: nothing to do)."""
-        with self._lane_lock:
-            free = [task_id for task_id in ready if task_id not in self._claimed_lanes]
-            if not free:
-                return None
-            chosen = min(free, key=lambda task_id: self._lane_served_at.get(task_id, 0.0))
-            self._claimed_lanes.add(chosen)
-            if len(self._lane_served_at) > 4 * len(ready) + 64:  # forget lanes of deleted tasks
-                self._lane_served_at = {t: v for t, v in self._lane_served_at.items() if t in ready}
-            return chosen
-
-    def _drain_webhook_lane(self, client: WebhookClient, task_id: str) -> None:
-        delivered: list[int] = []
-        turn_ends = time.monotonic() + LANE_SLICE_S
-        try:
-            for message in self._outbox.lane(Sink.WEBHOOK, task_id, LANE_BATCH):
-                if self._stop.is_set() or time.monotonic() > turn_ends:
-                    return
-                if message.next_attempt_at > time.time():
-                    return  # backed off meanwhile by the worker that served the lane just before us
-                destination = message.destination
-                result = client.post(str(destination["url"]), dict(destination["headers"]), message.payload)
-                if result.outcome is Outcome.DELIVERED:
-                    delivered.append(message.row_id)
-                elif result.outcome is Outcome.PERMANENT:
-                    log.error("webhook event %s of task %s dead-lettered: %s", message.message_id, task_id,
-                              result.reason)
-                    self._outbox.dead_letter(message, result.reason, _safe_destination(message))
-                else:
-                    delay = result.retry_after_s or self._retry.delay(message.attempts + 1)
-                    log.warning("webhook event %s of task %s not delivered (attempt %d), retry in %.1f s: %s",
-                                message.message_id, task_id, message.attempts + 1, delay, result.reason)
-                    self._outbox.retry_later(message, delay, result.reason)
-                    return  # the lane waits: later events must not overtake this one
-        finally:
-            self._outbox.ack(Sink.WEBHOOK, delivered)
 
     # -- MQTT delivery ---------------------------------------------------------------------------
 

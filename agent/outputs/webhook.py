@@ -1,7 +1,7 @@
 """POST one envelope to a task's webhook: keep-alive connections, 10 s timeout, TLS verified.
 
 Only the masked URL and the status ever reach a log line or a failure reason; header values never do
-(the router also registers them with ``agent.redact.secrets``).
+(they are also registered with ``agent.redact.secrets`` as the task's secrets).
 """
 
 from __future__ import annotations
@@ -9,12 +9,13 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
 import httpx
 
+from agent.outputs.outbox import QueuedMessage
 from agent.redact import mask_text, mask_url
 from agent.tasks.model import HEADER_NAME_RE, HEADER_VALUE_FORBIDDEN
 
@@ -123,3 +124,29 @@ def _encode_headers(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]] | s
             encoded[0] = (b"User-Agent", value.encode("utf-8"))
     encoded.append((b"Content-Type", b"application/json"))
     return encoded
+
+
+class WebhookSender:
+    """Posts a lane's rows in order over one keep-alive client; one per delivery thread (``LaneSender``).
+
+    It stops at the first row to retry (the lane waits) and once ``slice_s`` is spent: a destination that
+    answers after 9 s must not keep one worker on its lane for minutes.
+    """
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S, slice_s: float = 1.0) -> None:
+        self._client = WebhookClient(timeout_s=timeout_s)
+        self._slice_s = slice_s
+
+    def send(self, messages: Sequence[QueuedMessage]) -> list[DeliveryResult]:
+        turn_ends = time.monotonic() + self._slice_s
+        results: list[DeliveryResult] = []
+        for message in messages:
+            destination = message.destination
+            result = self._client.post(str(destination["url"]), dict(destination["headers"]), message.payload)
+            results.append(result)
+            if result.outcome is Outcome.RETRY or time.monotonic() > turn_ends:
+                break
+        return results
+
+    def close(self) -> None:
+        self._client.close()

@@ -15,16 +15,18 @@ from agent.control.mqtt import MqttControl
 from agent.outputs.router import ResultRouter
 from agent.redact import secrets
 from agent.runtime import sdnotify
-from agent.runtime.checks import static_checks
+from agent.runtime.checks import start_checks, static_checks
 from agent.runtime.metrics import MetricsEndpoint, MetricSources
 from agent.runtime.supervisor import Supervisor, utc_now
 from agent.runtime.workers import WorkerPool
-from agent.settings import AgentSettings
+from agent.settings import AgentSettings, config_secrets
 from agent.sources.resolvers.registry import ResolverSet
 from agent.tasks.service import TaskService
-from agent.tasks.store import TaskStore
+from agent.tasks.store import TaskError, TaskStore
 
 log = logging.getLogger(__name__)
+
+DEAD_LETTER_CODE = "VIAS.00010004"  # the request was valid, the destination refuses it
 
 
 class AgentRuntime:
@@ -34,18 +36,20 @@ class AgentRuntime:
         self.started_at = time.time()
         settings.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         token = api_token(settings, create=True)
-        secrets.add(token)
+        # a token the agent generated lives in the state directory, not in the configuration
+        secrets.register("config", [*config_secrets(settings), token])
         self.store = TaskStore(settings.state_dir)
         self.resolvers = ResolverSet(settings)
-        checks = static_checks(settings, self.resolvers)
-        self.service = TaskService(self.store, checks=checks,
+        self.service = TaskService(self.store, checks=static_checks(settings, self.resolvers),
                                    max_tasks=settings.limits.max_tasks, max_inputs=settings.limits.max_inputs)
-        self.router = ResultRouter(settings)
+        self.router = ResultRouter(settings, on_dead_letter=self._dead_lettered)
         self.workers = WorkerPool(settings, self.router, self.resolvers, realtime_files=realtime_files)
-        self.supervisor = Supervisor(self.service, self.workers, checks=checks, clock=clock)
+        self.supervisor = Supervisor(self.service, self.workers, checks=start_checks(settings, self.resolvers),
+                                     clock=clock)
         self.metrics = MetricsEndpoint(MetricSources(
             node_id=settings.node_id, started_at=self.started_at, healthy=self.healthy,
             pipelines=self.supervisor.pipelines, router=self.router.status, workers=self.workers.workers,
+            streams=self.workers.streams,
             control_connected=lambda: None if self.mqtt_control is None else self.mqtt_control.connected))
         app = create_app(self.service, token, extra_status=self._health, dead_letters=self.router.dead_letters,
                          metrics=self.metrics.render)
@@ -55,6 +59,11 @@ class AgentRuntime:
                              if settings.mqtt is not None else None)
         self.watchdog = sdnotify.Watchdog.from_environment(self.healthy)
         self._stopped = threading.Event()
+
+    def _dead_lettered(self, task_id: str, sink: str, reason: str) -> None:
+        """An event given up on shows in its task's state (the reason repeats per event: stored once)."""
+        self.service.report(task_id, error=TaskError(DEAD_LETTER_CODE, f"output.{sink}: events dead-lettered: "
+                                                                       f"{reason}"))
 
     def healthy(self) -> bool:
         """The supervisor's loop and every task worker are turning (what the systemd watchdog checks)."""

@@ -32,6 +32,8 @@ from agent.outputs.router import RouterStatus
 from agent.redact import mask_text
 from agent.runtime.pipeline import PipelineStatus
 from agent.runtime.workers import WorkerInfo
+from agent.sources.hub import SharedStreamStatus
+from agent.sources.sampler import DecodeMode
 from agent.sources.stream import StreamState
 from agent.tasks.model import TaskState
 
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 PREFIX = "edge_agent"
 INPUT_LABELS = ("task_id", "input")
 TASK_LABELS = ("task_id", "service_name")
+STREAM_LABELS = ("stream", "source", "backend")  # stream: its name (unique); source: the camera, masked
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ class MetricSources:
     router: Callable[[], RouterStatus]
     control_connected: Callable[[], bool | None]  # None: no [mqtt], no control channel
     workers: Callable[[], Sequence[WorkerInfo]] = field(default=lambda: ())  # the data-plane processes
+    streams: Callable[[], Sequence[SharedStreamStatus]] = list  # the workers' open streams (one per camera)
 
 
 def _buckets(cumulative: Iterable[tuple[float, int]]) -> list[tuple[str, float]]:
@@ -66,7 +70,7 @@ class AgentCollector(Collector):
 
     def collect(self) -> Iterable[Metric]:
         yield from self._agent()
-        for part in (self._pipelines, self._workers, self._outbox):
+        for part in (self._pipelines, self._workers, self._streams, self._outbox):
             try:
                 families = list(part())
             except Exception as exc:  # one failing part must not empty the whole scrape
@@ -208,6 +212,26 @@ class AgentCollector(Collector):
                 rss.add_metric(label, worker.rss_bytes)
         yield from (up, cpu, rss, tasks, restarts)
 
+    # the open streams, each decoded once for all its consumers ---------------------------------------
+    def _streams(self) -> Iterable[Metric]:
+        streams = list(self._sources.streams())
+        open_ = GaugeMetricFamily(f"{PREFIX}_streams_open", "Source connections open (one per camera, shared by "
+                                  "every task input that names it; files are never shared).", value=len(streams))
+        consumers = GaugeMetricFamily(f"{PREFIX}_stream_consumers", "Task inputs served by this connection.",
+                                      labels=STREAM_LABELS)
+        fps_decoded = GaugeMetricFamily(f"{PREFIX}_stream_fps_decoded", "Frames decoded per second (last 5 s).",
+                                        labels=STREAM_LABELS)
+        mode = GaugeMetricFamily(f"{PREFIX}_stream_decode_mode",
+                                 "1 for the decoder's current mode (the cheapest that serves every consumer).",
+                                 labels=(*STREAM_LABELS, "mode"))
+        for stream in streams:
+            labels = (stream.name, stream.source, stream.backend)
+            consumers.add_metric(labels, stream.consumers)
+            fps_decoded.add_metric(labels, stream.fps_decoded)
+            for decode_mode in DecodeMode:
+                mode.add_metric((*labels, decode_mode.value), 1.0 if decode_mode.value == stream.decode_mode else 0.0)
+        yield from (open_, consumers, fps_decoded, mode)
+
     # the outbox and its sinks ---------------------------------------------------------------------------
     def _outbox(self) -> Iterable[Metric]:
         router = self._sources.router()
@@ -220,6 +244,9 @@ class AgentCollector(Collector):
                                      labels=("sink",))
         dead = CounterMetricFamily(f"{PREFIX}_outbox_dead_letters", "Events given up on (see /v2/…/dead-letters).",
                                    labels=("sink",))
+        pruned = CounterMetricFamily(f"{PREFIX}_outbox_dead_letters_pruned",
+                                     "Oldest dead letters removed to keep their table within its share of the cap.",
+                                     labels=("sink",))
         dropped = CounterMetricFamily(f"{PREFIX}_outbox_dropped", "Oldest events dropped at the outbox size cap.",
                                       labels=("sink",))
         for sink in router.sinks:
@@ -229,8 +256,9 @@ class AgentCollector(Collector):
             delivered.add_metric(labels, sink.delivered)
             failed.add_metric(labels, sink.failed)
             dead.add_metric(labels, sink.dead_letters)
+            pruned.add_metric(labels, sink.dead_letters_pruned)
             dropped.add_metric(labels, sink.dropped_at_cap)
-        yield from (backlog, oldest, delivered, failed, dead, dropped)
+        yield from (backlog, oldest, delivered, failed, dead, pruned, dropped)
         yield GaugeMetricFamily(f"{PREFIX}_outbox_stored_bytes", "Bytes the undelivered events take.",
                                 value=router.stored_bytes)
         yield GaugeMetricFamily(f"{PREFIX}_outbox_max_bytes", "The outbox size cap (outbox.max_bytes).",

@@ -1,10 +1,12 @@
 """One running task: its input streams, the algorithm worker, and the hand-over of its events.
 
-It runs inside a data-plane worker process (runtime/worker.py). Threads: one per input stream (inside
-VideoStream) and one worker that takes the newest sampled frame of every input, runs the algorithm and
-commits the events through ``commit``, which returns once the main process has them in the outbox. The
-worker never queues frames: a slow algorithm or a slow commit makes the streams' slots overwrite (and
-count) frames instead of building latency.
+It runs inside a data-plane worker process (runtime/worker.py). Its inputs are consumers of the worker's
+``StreamHub``: a camera another task in the same worker already watches is not opened again
+(``sources/hub.py``; placement puts tasks that share a source in one worker). Threads: the streams' (inside
+the hub) and one worker that takes the newest sampled frame of every input, runs the algorithm and commits
+the events through ``commit``, which returns once the main process has them in the outbox. The worker never
+queues frames: a slow algorithm or a slow commit makes its inputs' slots overwrite (and count) frames
+instead of building latency.
 """
 
 from __future__ import annotations
@@ -14,21 +16,23 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.algorithms import registry
 from agent.algorithms.event import Event
 from agent.algorithms.runner import AlgorithmRunner, RunnerStatus
 from agent.histogram import LatencyHistogram
 from agent.redact import mask_text
-from agent.settings import StreamSettings
-from agent.sources.stream import StreamState, StreamStatus, VideoStream
+from agent.sources.hub import ConsumerRequest, StreamConsumer, StreamHub, Watch
+from agent.sources.resolvers.registry import source_key
+from agent.sources.stream import StreamState, StreamStatus
 from agent.sources.target import StreamTarget
 from agent.tasks.model import TaskState
 from agent.tasks.store import TaskRecord
 
 log = logging.getLogger(__name__)
 
-DOWN_STATES = frozenset({StreamState.RECONNECTING, StreamState.STALLED})
+DOWN_STATES = frozenset({StreamState.RECONNECTING, StreamState.STALLED, StreamState.FAILED})
 REPORT_INTERVAL_S = 5.0
 INPUT_CHECK_INTERVAL_S = 0.5
 # per analysed frame, capture → analysed and its events committed (seconds); /metrics and the capacity bench
@@ -66,6 +70,10 @@ def input_summary(status: StreamStatus) -> dict[str, object]:
         "reconnects": status.reconnects,
         "last_error": status.last_error,
         "keyframe_only": status.keyframe_only,
+        "decode_mode": status.decode_mode,
+        "shared_by": status.shared_by,  # tasks' inputs this camera's one connection serves
+        "decode_errors": status.decode_errors,
+        "dropped": status.dropped,
         "codec": status.codec,
         "resolution": f"{status.width}x{status.height}" if status.width and status.height else None,
     }
@@ -76,11 +84,13 @@ Resolve = Callable[[], StreamTarget]
 
 class Pipeline:
     """``resolver_for(index)`` gives the callable input ``index``'s stream resolves its target with on
-    every (re)connect; ``commit(events)`` returns once they are durable and raises when they are not."""
+    every (re)connect, ``watch_for(index)`` the subscription to changes of that input's URL;
+    ``commit(events)`` returns once they are durable and raises when they are not."""
 
-    def __init__(self, record: TaskRecord, stream_settings: StreamSettings, resolver_for: Callable[[int], Resolve],
-                 commit: Callable[[Sequence[Event]], None], on_report: Callable[[PipelineStatus], None], *,
-                 realtime_files: bool = True, report_interval_s: float = REPORT_INTERVAL_S) -> None:
+    def __init__(self, record: TaskRecord, hub: StreamHub, resolver_for: Callable[[int], Resolve],
+                 watch_for: Callable[[int], Watch], commit: Callable[[Sequence[Event]], None],
+                 on_report: Callable[[PipelineStatus], None], *, models_roots: Sequence[Path] = (),
+                 report_interval_s: float = REPORT_INTERVAL_S) -> None:
         spec = record.spec
         self.task_id = record.id
         self.service_name = record.service_name
@@ -92,7 +102,7 @@ class Pipeline:
             categories |= set(spec.output.webhook.data_category or ())
         try:
             algorithm = registry.create(record.service_name, spec.service_version, spec.config.common,
-                                        data_categories=categories)
+                                        data_categories=categories, models_roots=models_roots)
         except Exception as exc:
             detail = getattr(exc, "detail", None) or str(exc)
             raise StartFailed(f"cannot load algorithm {record.service_name} {spec.service_version}: "
@@ -100,10 +110,12 @@ class Pipeline:
         self._runner = AlgorithmRunner(algorithm, record.id)
         self._wakeup = threading.Event()
         backend = algorithm.config.backend  # per task, from config.common; None = the agent's stream.backend
-        self._streams = [VideoStream(index, resolver_for(index), stream_settings, algorithm.fps, backend=backend,
-                                     realtime_files=realtime_files, wakeup=self._wakeup,
-                                     name=f"stream-{record.id[:8]}-{index}")
-                         for index in range(len(spec.input.data))]
+        self._streams: list[StreamConsumer] = [
+            hub.consumer(ConsumerRequest(
+                key=source_key(spec, index), input_index=index, target_fps=algorithm.fps,
+                resolve=resolver_for(index), watch=watch_for(index), backend=backend, wakeup=self._wakeup,
+                name=f"stream-{record.id[:8]}-{index}"))
+            for index in range(len(spec.input.data))]
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._work, name=f"worker-{record.id[:8]}", daemon=True)
         self._lock = threading.Lock()
@@ -120,7 +132,7 @@ class Pipeline:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Close the streams and let the worker commit what it holds."""
+        """Leave the streams (the last consumer of one closes it), let the worker commit what it holds."""
         deadline = time.monotonic() + timeout
         self._stop.set()
         self._wakeup.set()
@@ -128,9 +140,6 @@ class Pipeline:
             stream.stop(max(0.1, (deadline - time.monotonic()) / 2))
         self._thread.join(max(0.1, deadline - time.monotonic()))
 
-    def request_reconnect(self, input_index: int, reason: str) -> None:
-        """Input ``input_index`` must connect again, resolving its target anew (its URL changed)."""
-        self._streams[input_index].request_reconnect(reason)
 
     # the worker ------------------------------------------------------------------------------------
     def _work(self) -> None:

@@ -5,26 +5,25 @@ real cost (docs/benchmarks.md), and it scales with picture size and with how man
 keyframes only when the task's rate allows it, every frame otherwise. A running input's measured size,
 source rate and decode mode replace the assumptions below. A new task goes to the worker with the least
 cost already placed, all its inputs together (one algorithm call takes a frame of each); a task whose
-input names a source some worker already reads goes to that worker, so that a source can later be
-decoded once for all the tasks on it.
+input names a source some worker already reads (``resolvers.registry.source_key``) goes to that worker,
+whose stream hub then decodes it once for all the tasks on it.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from typing import TypeVar
 
 from agent.sources.sampler import DecodeMode, choose_decode_mode
-from agent.tasks.model import TaskInputData, TaskInputVcn
+
+K = TypeVar("K", bound=Hashable)  # what identifies a source (resolvers.registry.SourceKey)
 
 # What a camera usually sends when nothing was measured yet: 720p at 25 fps, a keyframe a second.
 ASSUMED_WIDTH = 1280
 ASSUMED_HEIGHT = 720
 ASSUMED_SOURCE_FPS = 25.0
 ASSUMED_KEYFRAME_INTERVAL_S = 1.0
-_DEFAULT_PORTS = {"rtsp": 554, "rtsps": 322, "rtmp": 1935, "rtmps": 443, "http": 80, "https": 443}
 
 
 @dataclass(frozen=True)
@@ -59,52 +58,8 @@ def task_cost(target_fps: float, measures: Sequence[InputMeasure]) -> float:
     return sum(input_cost(target_fps, measure) for measure in measures)
 
 
-def source_key(kind: str, data: TaskInputData, vcn: TaskInputVcn | None) -> str:
-    """What identifies the source an input reads, whichever task names it.
-
-    A URL is compared normalised (scheme and host lower-cased, default port dropped) with its
-    credentials, which only a hash of the key keeps: keys are safe to log and to label metrics with.
-    """
-    if kind == "video_source" and data.video_source_id:
-        return f"video_source:{data.video_source_id}"
-    if kind == "edgecamera" and data.id:
-        return f"edgecamera:{data.id}"
-    if kind == "vcn" and vcn is not None:
-        identity = f"{vcn.ip.lower()}:{vcn.port}:{vcn.username}:{data.device_id}:{data.stream_type or 1}"
-        return f"vcn:{_digest(identity)}"
-    url = data.url or ""
-    if kind == "restful":
-        headers = sorted((data.headers or {}).items())
-        return f"restful:{_digest(f'{normalise_url(url)} {data.rtsp_path_in_response} {headers}')}"
-    return f"{kind}:{_digest(normalise_url(url))}"
-
-
-def normalise_url(url: str) -> str:
-    """``RTSP://Cam:554/x`` and ``rtsp://cam/x`` are one source; credentials and path are kept as written."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError:
-        return url.strip()
-    scheme = parts.scheme.lower()
-    if not parts.netloc:
-        return url.strip()
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    userinfo = parts.netloc.rpartition("@")[0]
-    netloc = (f"{userinfo}@" if userinfo else "") + host
-    if port is not None and port != _DEFAULT_PORTS.get(scheme):
-        netloc += f":{port}"
-    return urlunsplit((scheme, netloc, parts.path or "/", parts.query, ""))
-
-
-def _digest(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def choose_worker(loads: Mapping[int, float], keys: Collection[str] = (),
-                  key_owners: Mapping[str, int] | None = None) -> int:
+def choose_worker(loads: Mapping[int, float], keys: Collection[K] = (),
+                  key_owners: Mapping[K, int] | None = None) -> int:
     """The worker for a new task: the one already reading one of its sources (``key_owners``: source key
     → worker), else the least loaded (ties: the lowest index). ``loads``: worker → placed cost; only the
     workers in it are candidates, and there must be one."""

@@ -9,7 +9,9 @@ slow to commit makes the pipeline's slots overwrite (and count) frames, and an e
 or not at all — never resent.
 
 Inputs are resolved by the main process (one VCN session and one device-twin client for the whole agent,
-secrets of the configuration stay there): the stream's resolve call asks it over the pipe.
+secrets of the configuration stay there): the stream's resolve call asks it over the pipe, and a change of
+an input's URL that the main process hears of arrives as Reconnect. The worker's ``StreamHub`` opens each
+camera once for every task on it (placement sends tasks that share a source to the same worker).
 
 The worker ignores SIGINT and SIGTERM: a terminal's Ctrl-C or systemd's stop signal reaches the whole
 process group, and the main process stops its workers in order (their events committed). When the main
@@ -24,7 +26,8 @@ import os
 import queue
 import signal
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 
 from agent.algorithms.event import Event
@@ -44,16 +47,19 @@ from agent.runtime.worker_protocol import (
     StatusReport,
     Stopped,
     StopTask,
+    StreamsReport,
     WorkerConfig,
     WorkerReady,
 )
+from agent.sources.hub import StreamHub, Watch
 from agent.sources.resolvers.base import ResolveError
 from agent.sources.target import StreamTarget
-from agent.tasks.model import secret_values
+from agent.tasks.model import spec_secrets
 
 log = logging.getLogger(__name__)
 
 STOP_TIMEOUT_S = 4.0  # per pipeline; the main process kills a worker that outlives its bound
+STREAMS_REPORT_S = 1.0  # the open streams go to the main process (/metrics) at most this often
 RESOLVE_WAIT_S = 60.0  # longer than any resolver's own timeouts (VCN login, RESTful lookup, device twin)
 _WAIT_SLICE_S = 0.5
 
@@ -88,6 +94,10 @@ class Worker:
         self._ids = itertools.count(1)
         self._answers: dict[tuple[str, int], _Answer] = {}
         self._pipelines: dict[int, Pipeline] = {}
+        self._hub = StreamHub(config.stream, realtime_files=config.realtime_files)
+        # (run, input) → who wants to hear that the main process saw the input's URL change
+        self._watchers: dict[tuple[int, int], list[Callable[[str], None]]] = {}
+        self._streams_sent_at = 0.0
         self._commands: queue.SimpleQueue[StartTask | StopTask | Shutdown] = queue.SimpleQueue()
 
     def serve(self) -> None:
@@ -112,12 +122,13 @@ class Worker:
     def _start(self, command: StartTask) -> None:
         record = command.record
         run_id = command.run_id
-        secrets.register(f"task:{record.id}", secret_values(record.spec))
+        secrets.register(f"task:{record.id}", spec_secrets(record.spec))
         try:
             pipeline = Pipeline(
-                record, self._config.stream, lambda index: self._resolver(run_id, index),
-                lambda events: self._commit(run_id, events), lambda status: self._report(run_id, status),
-                realtime_files=self._config.realtime_files, report_interval_s=self._config.report_interval_s)
+                record, self._hub, lambda index: self._resolver(run_id, index),
+                lambda index: self._watch(run_id, index), lambda events: self._commit(run_id, events),
+                lambda status: self._report(run_id, status),
+                models_roots=self._config.models_roots, report_interval_s=self._config.report_interval_s)
         except StartFailed as exc:
             secrets.forget(f"task:{record.id}")
             self._send(Started(run_id, error=str(exc)))
@@ -134,6 +145,7 @@ class Worker:
             pipeline.stop(STOP_TIMEOUT_S)
             if not any(p.task_id == pipeline.task_id for p in self._running()):
                 secrets.forget(f"task:{pipeline.task_id}")
+        self._send(StreamsReport(tuple(self._hub.streams())))  # a stream may have closed with it
         self._send(Stopped(run_id))
 
     def _stop_all(self) -> None:
@@ -176,8 +188,29 @@ class Worker:
 
         return resolve
 
+    def _watch(self, run_id: int, index: int) -> Watch:
+        def watch(on_change: Callable[[str], None]) -> Callable[[], None]:
+            with self._lock:
+                self._watchers.setdefault((run_id, index), []).append(on_change)
+
+            def unwatch() -> None:
+                with self._lock:
+                    listeners = self._watchers.get((run_id, index), [])
+                    if on_change in listeners:
+                        listeners.remove(on_change)
+                    if not listeners:
+                        self._watchers.pop((run_id, index), None)
+
+            return unwatch
+
+        return watch
+
     def _report(self, run_id: int, status: PipelineStatus) -> None:
         self._send(StatusReport(run_id, status))
+        now = time.monotonic()
+        if now - self._streams_sent_at >= STREAMS_REPORT_S:
+            self._streams_sent_at = now
+            self._send(StreamsReport(tuple(self._hub.streams())))
 
     # the pipe ------------------------------------------------------------------------------------------
     def _send(self, message: FromWorker) -> None:
@@ -220,9 +253,9 @@ class Worker:
                 self._answer(("resolve", message.request_id), message)
             elif isinstance(message, Reconnect):
                 with self._lock:
-                    pipeline = self._pipelines.get(message.run_id)
-                if pipeline is not None:
-                    pipeline.request_reconnect(message.input_index, message.reason)
+                    listeners = list(self._watchers.get((message.run_id, message.input_index), ()))
+                for on_change in listeners:
+                    on_change(message.reason)
         self._closing.set()
         self._commands.put(Shutdown())
 

@@ -13,10 +13,12 @@ works when a worker is stuck.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.algorithms.event import Event
 from agent.runtime.pipeline import PipelineStatus
 from agent.settings import StreamSettings
+from agent.sources.hub import SharedStreamStatus
 from agent.sources.target import StreamTarget
 from agent.tasks.store import TaskRecord
 
@@ -31,6 +33,7 @@ class WorkerConfig:
     log_level: str
     log_format: str
     report_interval_s: float
+    models_roots: tuple[Path, ...] = ()  # where object-detection models may be loaded from
 
 
 # main → worker -------------------------------------------------------------------------------------
@@ -107,6 +110,13 @@ class StatusReport:
 
 
 @dataclass(frozen=True)
+class StreamsReport:
+    """The worker's open streams (each decoded once for every task input on it), sent with status reports."""
+
+    streams: tuple[SharedStreamStatus, ...]
+
+
+@dataclass(frozen=True)
 class EventsBatch:
     """One commit of a pipeline: its Events, images already encoded. The pipeline waits for Committed."""
 
@@ -123,4 +133,4 @@ class ResolveRequest:
 
 
 ToWorker = StartTask | StopTask | Reconnect | Committed | Resolved | Shutdown
-FromWorker = WorkerReady | Started | Stopped | StatusReport | EventsBatch | ResolveRequest
+FromWorker = WorkerReady | Started | Stopped | StatusReport | StreamsReport | EventsBatch | ResolveRequest

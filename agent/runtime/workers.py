@@ -50,14 +50,17 @@ from agent.runtime.worker_protocol import (
     StatusReport,
     Stopped,
     StopTask,
+    StreamsReport,
     ToWorker,
     WorkerConfig,
     WorkerReady,
 )
 from agent.settings import AgentSettings
+from agent.sources.hub import SharedStreamStatus
 from agent.sources.resolvers.base import ResolveError
-from agent.sources.resolvers.registry import ResolverSet, source_id_of
+from agent.sources.resolvers.registry import ResolverSet, SourceKey, source_id_of, source_key
 from agent.tasks.errors import ApiError
+from agent.tasks.model import TaskSpec
 from agent.tasks.store import TaskRecord
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,12 @@ class WorkerInfo:
     tasks: tuple[str, ...]
 
 
+def shared_sources(spec: TaskSpec) -> list[SourceKey]:
+    """The sources of ``spec``'s inputs that a worker decodes once for every task on them (files are not)."""
+    keys = [source_key(spec, index) for index in range(len(spec.input.data))]
+    return [key for key in keys if key.shared]
+
+
 class TaskRun:
     """One run of a task on a worker, as the main process sees it."""
 
@@ -102,7 +111,7 @@ class TaskRun:
         self.worker = worker
         self.target_fps = target_fps
         self.stream_ids = [source_id_of(spec.input.type, spec, i) for i in range(len(spec.input.data))]
-        self.source_keys = [placement.source_key(spec.input.type, data, spec.input.vcn) for data in spec.input.data]
+        self.source_keys = shared_sources(spec)
         self._on_report = on_report
         self._lock = threading.Lock()
         self._status: PipelineStatus | None = None
@@ -183,10 +192,12 @@ class _Worker:
         self.process: BaseProcess | None = None
         self._conn: Connection | None = None
         self.restarts = 0
+        self.streams: tuple[SharedStreamStatus, ...] = ()  # as the worker last reported them
 
     def start(self) -> None:
         ctx = self._context
         self.ready.clear()
+        self.streams = ()
         ours, theirs = ctx.Pipe(duplex=True)
         process = ctx.Process(target=worker_main, args=(theirs, self.config),
                               name=f"edge-agent-worker-{self.index}", daemon=True)
@@ -241,13 +252,15 @@ class WorkerPool:
                  realtime_files: bool = True) -> None:
         self._router = router
         self._resolvers = resolvers
+        self._models_roots = tuple(settings.models_roots)
         context = multiprocessing.get_context("forkserver")
         assert isinstance(context, ForkServerContext)
         # every worker forks from a server that has already imported the worker's modules
         context.set_forkserver_preload([worker_main.__module__])
         self._workers = [
             _Worker(context, WorkerConfig(index, settings.stream, realtime_files, settings.log.level,
-                                          settings.log.format, STATUS_REPORT_S), self._handle, self._exited)
+                                          settings.log.format, STATUS_REPORT_S, self._models_roots),
+                    self._handle, self._exited)
             for index in range(settings.runtime.worker_count())
         ]
         self._lock = threading.Lock()
@@ -296,18 +309,18 @@ class WorkerPool:
         """Start ``record`` on the worker placement picks; raises StartFailed (user-facing reason)."""
         spec = record.spec
         try:
-            fps = registry.analysis_fps(record.service_name, spec.service_version, spec.config.common)
+            fps = registry.analysis_fps(record.service_name, spec.service_version, spec.config.common,
+                                        models_roots=self._models_roots)
         except ApiError as exc:
             raise StartFailed(f"cannot load algorithm {record.service_name} {spec.service_version}: "
                               f"{exc.reason}") from None
         with self._lock:
             loads = {worker.index: 0.0 for worker in self._workers}
-            owners: dict[str, int] = {}
+            owners: dict[SourceKey, int] = {}
             for placed in self._runs.values():
                 loads[placed.worker] += placed.cost()
                 owners.update(dict.fromkeys(placed.source_keys, placed.worker))
-            keys = [placement.source_key(spec.input.type, data, spec.input.vcn) for data in spec.input.data]
-            index = placement.choose_worker(loads, keys, owners)
+            index = placement.choose_worker(loads, shared_sources(spec), owners)
             run = TaskRun(next(self._run_ids), record, index, fps, on_report)
             self._runs[run.run_id] = run
         worker = self._workers[index]
@@ -340,6 +353,10 @@ class WorkerPool:
         with self._lock:
             return list(self._runs.values())
 
+    def streams(self) -> list[SharedStreamStatus]:
+        """Every live worker's open streams, as last reported (a dead worker's are gone with it)."""
+        return [stream for worker in self._workers for stream in worker.streams]
+
     def workers(self) -> list[WorkerInfo]:
         with self._lock:
             tasks = {worker.index: tuple(r.task_id for r in self._runs.values() if r.worker == worker.index)
@@ -359,6 +376,9 @@ class WorkerPool:
         if isinstance(message, WorkerReady):
             worker.ready.set()
             log.info("worker %d up (pid %d)", worker.index, message.pid)
+            return
+        if isinstance(message, StreamsReport):
+            worker.streams = message.streams
             return
         with self._lock:
             run = self._runs.get(message.run_id)
@@ -418,6 +438,7 @@ class WorkerPool:
         if self._stopping.is_set():
             return
         reason = _exit_reason(worker.index, process)
+        worker.streams = ()  # its connections died with it
         with self._lock:
             lost = [run for run in self._runs.values() if run.worker == worker.index]
             for run in lost:

@@ -7,7 +7,12 @@ again (URLs expire, cameras move), starts a reader thread (PyAV or OpenCV backen
 - no packet for ``stall_timeout_s`` (or an open that outlives its timeout) is a stall: the reader is
   abandoned — a demuxer that blocks despite its timeouts cannot be interrupted safely, so its thread
   is left to close its container whenever FFmpeg returns — and a new connection is made;
-- failures back off 1 s, doubling to 30 s, with jitter; a minute of health resets the backoff;
+- full attempts back off under ``STREAM_RECONNECT`` (1 s doubling to 30 s, with jitter; a minute of
+  health resets it). While it waits, the stream probes the camera's port every second: a camera whose
+  port was closed and answers again gets a full attempt at once, one whose port stays closed at most
+  one every 30 s, and one whose port answers while its stream fails keeps the backoff;
+- a lookup refused for good (``ResolveError.retryable`` false, e.g. a refused VCN login) is not
+  retried: the stream is FAILED until the task starts again (or the source reports a change);
 - a file plays to its end (at its native rate, or as fast as the consumer takes frames) and ENDS.
 
 Sampled frames go to a one-frame slot: a slow consumer drops frames (counted), it never builds
@@ -17,30 +22,33 @@ latency. Nothing that may hold a URL or a secret leaves this module unmasked.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
-from collections import deque
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
-from urllib.parse import unquote, urlsplit
+from typing import Any, Protocol
 
-import numpy as np
-
-from agent.redact import mask_text, secrets
+from agent.backoff import STREAM_RECONNECT, Backoff
+from agent.redact import mask_text, secrets, url_secrets
 from agent.settings import StreamSettings
-from agent.sources.frame import Frame, FrameInfo
+from agent.sources.fanout import Consumer, Fanout, StreamCounts
+from agent.sources.frame import Frame
+from agent.sources.probe import Address, answers, probe_address
 from agent.sources.reader import ReadEnd, Reader, StallError, is_file_target
-from agent.sources.sampler import DecodeMode, KeyframeClock, Sampler, choose_decode_mode
-from agent.sources.slot import LatestFrameSlot
+from agent.sources.resolvers.base import ResolveError
+from agent.sources.sampler import DecodeMode, KeyframeClock, choose_decode_mode
 from agent.sources.target import StreamTarget
 
 log = logging.getLogger(__name__)
 
 # A file whose clock jumps ahead by more than this is re-anchored instead of waited for.
 _MAX_PACE_WAIT_S = 10.0
+# A connection that ran this long resets the full attempts' backoff.
+HEALTHY_AFTER_S = 60.0
+# How often a stream that waits to reconnect probes its camera's port.
+PROBE_INTERVAL_S = 1.0
 
 
 class StreamState(Enum):
@@ -50,6 +58,7 @@ class StreamState(Enum):
     STALLED = "stalled"  # the source sent nothing for too long; waiting to reconnect
     RECONNECTING = "reconnecting"  # waiting to reconnect, or connecting again
     ENDED = "ended"  # a file played to its end
+    FAILED = "failed"  # the lookup was refused for good (e.g. a refused login): not retried
     STOPPED = "stopped"
 
 
@@ -57,16 +66,17 @@ _ALLOWED: dict[StreamState, frozenset[StreamState]] = {
     StreamState.NOT_STARTED: frozenset({StreamState.CONNECTING, StreamState.STOPPED}),
     StreamState.CONNECTING: frozenset(
         {StreamState.RUNNING, StreamState.STALLED, StreamState.RECONNECTING, StreamState.ENDED,
-         StreamState.STOPPED}
+         StreamState.FAILED, StreamState.STOPPED}
     ),
     StreamState.RUNNING: frozenset(
         {StreamState.STALLED, StreamState.RECONNECTING, StreamState.ENDED, StreamState.STOPPED}
     ),
     StreamState.STALLED: frozenset({StreamState.RECONNECTING, StreamState.STOPPED}),
     StreamState.RECONNECTING: frozenset(
-        {StreamState.RUNNING, StreamState.STALLED, StreamState.ENDED, StreamState.STOPPED}
+        {StreamState.RUNNING, StreamState.STALLED, StreamState.ENDED, StreamState.FAILED, StreamState.STOPPED}
     ),
     StreamState.ENDED: frozenset({StreamState.STOPPED}),
+    StreamState.FAILED: frozenset({StreamState.RECONNECTING, StreamState.STOPPED}),  # a reported change retries
     StreamState.STOPPED: frozenset(),
 }
 
@@ -90,41 +100,9 @@ class StreamStatus:
     url: str | None  # masked
     since: float  # epoch seconds of the last state change
     stalls: int = 0
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Delay before reconnect attempt n (0-based): ``initial · 2ⁿ`` capped at ``maximum``, ± ``jitter``."""
-
-    initial: float = 1.0
-    maximum: float = 30.0
-    jitter: float = 0.2
-    healthy_after: float = 60.0  # a connection that ran this long resets the doubling
-
-    def delay(self, attempt: int) -> float:
-        base = min(self.maximum, self.initial * 2 ** min(attempt, 30))
-        return float(base * random.uniform(1 - self.jitter, 1 + self.jitter))
-
-
-class _RateMeter:
-    """Events per second over the last few seconds (bounded memory)."""
-
-    _WINDOW = 5.0
-
-    def __init__(self) -> None:
-        self._times: deque[float] = deque(maxlen=512)
-
-    def tick(self, now: float) -> None:
-        self._times.append(now)
-
-    def rate(self, now: float) -> float:
-        recent = [t for t in self._times if now - t <= self._WINDOW]
-        if len(recent) < 2:
-            return 0.0
-        return (len(recent) - 1) / max(now - recent[0], 1e-6)
-
-    def clear(self) -> None:
-        self._times.clear()
+    probes: int = 0  # port probes made while waiting to reconnect
+    shared_by: int = 1  # consumers of this connection (tasks watching the same camera, see hub.py)
+    decode_mode: str | None = None  # keyframes, sampled or full; None while nothing is decoded
 
 
 class _Outcome(Enum):
@@ -136,16 +114,47 @@ class _Outcome(Enum):
     STOPPED = "stopped"
 
 
+class StreamSink(Protocol):
+    """What a connection hands its stream: the one way from a reader thread into the stream's state."""
+
+    @property
+    def target_fps(self) -> float: ...
+
+    def opened(self, codec: str, width: int, height: int) -> None:
+        """The connection is open and the video stream is known."""
+
+    def packet(self, now: float) -> None:
+        """A packet arrived at ``now`` (monotonic)."""
+
+    def decoding(self, mode: DecodeMode) -> None:
+        """The decoder runs in ``mode`` from now on."""
+
+    def decoded(self, time_s: float, frame_interval: float | None) -> bool:
+        """A frame was decoded at ``time_s``; True when a consumer's sampler wants it."""
+
+    def wait_taken(self, timeout: float) -> bool:
+        """Wait until the consumers took the last frame; True when they did."""
+
+    def deliver(self, source: Any, pts: int | None, stream_time: float | None) -> None:
+        """Hand a sampled frame (an av.VideoFrame or a BGR ndarray) to the consumers that wanted it."""
+
+    def decode_error(self) -> None:
+        """A packet could not be decoded."""
+
+
 class _Connection:
     """One connection's reader thread and everything the reader reports (a ``ReaderSession``).
 
-    Once abandoned (stall, reconnect request, stop) a connection no longer touches the stream, even
+    Once abandoned (stall, reconnect request, stop) a connection no longer touches its sink, even
     if its reader thread comes back much later.
     """
 
-    def __init__(self, stream: VideoStream, target: StreamTarget, number: int) -> None:
-        self._stream = stream
+    def __init__(self, reader: Reader, target: StreamTarget, settings: StreamSettings, sink: StreamSink, *,
+                 realtime_files: bool, name: str) -> None:
+        self._reader = reader
         self._target = target
+        self._settings = settings
+        self._sink = sink
         self._stop = threading.Event()
         self.done = threading.Event()
         self.abandoned = False
@@ -156,13 +165,13 @@ class _Connection:
         self.stream_fps: float | None = None
         self._keyframes = KeyframeClock()
         is_file = is_file_target(target)
-        self._paced = is_file and stream.realtime_files  # a file at its native rate
-        self._lossless = is_file and not stream.realtime_files  # a file as fast as the consumer takes it
+        self._paced = is_file and realtime_files  # a file at its native rate
+        self._lossless = is_file and not realtime_files  # a file as fast as the consumer takes it
         self._pace_origin: tuple[float, float] | None = None  # (monotonic, stream time)
         self._pace_last: float | None = None
         self._last_time: float | None = None  # of the last decoded frame, on the stream's clock
         self._opened_at = time.monotonic()
-        self.thread = threading.Thread(target=self._run, name=f"{stream.name}-reader-{number}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self.thread.start()
@@ -173,7 +182,7 @@ class _Connection:
 
     def _run(self) -> None:
         try:
-            self.end = self._stream.reader(self._target, self._stream.settings, self)
+            self.end = self._reader(self._target, self._settings, self)
         except Exception as exc:  # any failure of one connection is reported, never raised
             self.error = exc
         finally:
@@ -190,21 +199,27 @@ class _Connection:
         self.stream_fps = fps if fps and fps > 0 else None
         self.last_activity = time.monotonic()
         if not self.abandoned:
-            self._stream._opened(codec, width, height)
+            self._sink.opened(codec, width, height)
 
     def packet(self, time_s: float | None, is_keyframe: bool) -> None:
         self.last_activity = time.monotonic()
         if is_keyframe and time_s is not None:
             self._keyframes.observe(time_s)
         if not self.abandoned:
-            self._stream._packet(self.last_activity)
+            self._sink.packet(self.last_activity)
 
     def decode_mode(self) -> DecodeMode:
-        return choose_decode_mode(self._stream.target_fps, self.stream_fps, self._keyframes.interval)
+        return choose_decode_mode(self._sink.target_fps, self.stream_fps, self._keyframes.interval)
 
     def keyframe_only(self, active: bool) -> None:
-        if not self.abandoned:
-            self._stream._keyframe_only(active)
+        if self.abandoned:
+            return
+        mode = self.decode_mode()
+        if active:
+            mode = DecodeMode.KEYFRAMES
+        elif mode is DecodeMode.KEYFRAMES:  # a reader that cannot skip (OpenCV) decodes every frame
+            mode = DecodeMode.SAMPLED
+        self._sink.decoding(mode)
 
     def pace(self, time_s: float | None) -> None:
         if time_s is None or not self._paced:
@@ -235,31 +250,30 @@ class _Connection:
             else:
                 time_s = time.monotonic() - self._opened_at
         self._last_time = time_s
-        return self._stream._decoded(time_s, interval)
+        return self._sink.decoded(time_s, interval)
 
     def deliver(self, source: Any, pts: int | None, stream_time: float | None) -> None:
-        if isinstance(source, np.ndarray):
-            height, width = source.shape[:2]
-        else:
-            width, height = source.width, source.height
-        info = FrameInfo(self._stream.input_index, pts, stream_time, time.time(), width, height)
-        frame = Frame(info, source)
         if self._lossless:
             # as fast as possible, but lossless: wait for the consumer rather than overwrite
-            while not self._stream._slot.wait_empty(0.2):
+            while not self._sink.wait_taken(0.2):
                 self.last_activity = time.monotonic()
                 if self._stop.is_set():
                     return
         if not self.abandoned:
-            self._stream._deliver(frame)
+            self._sink.deliver(source, pts, stream_time)
 
     def decode_error(self) -> None:
         if not self.abandoned:
-            self._stream._decode_error()
+            self._sink.decode_error()
 
 
 class VideoStream:
-    """One input: a supervisor thread, a reader thread per connection, a latest-frame slot."""
+    """One source: a supervisor thread, a reader thread per connection, and its consumers.
+
+    A stream is built for one consumer (``consumer``: the input it was made for, at ``target_fps``,
+    with its own latest-frame slot); a shared stream (``hub.py``) attaches more and detaches them as
+    their tasks come and go, without touching the connection.
+    """
 
     _JOIN_READER_S = 2.0  # an abandoned reader blocked in FFmpeg is left behind after this
     _WATCH_INTERVAL_S = 0.25  # how often the supervisor checks its reader for stalls
@@ -276,6 +290,7 @@ class VideoStream:
         wakeup: threading.Event | None = None,
         name: str = "",
         backoff: Backoff | None = None,
+        probe_interval_s: float = PROBE_INTERVAL_S,
     ) -> None:
         self.input_index = input_index
         self.name = name or f"stream-{input_index}"
@@ -284,44 +299,35 @@ class VideoStream:
         self.backend = backend or settings.backend
         self.reader: Reader = _reader_for(self.backend)
         self._resolve = resolve
-        self._backoff = backoff or Backoff()
-        self._slot = LatestFrameSlot(wakeup)
-        self._sampler = Sampler(target_fps)
+        self._backoff = backoff or Backoff(STREAM_RECONNECT)
+        self._probe_interval_s = probe_interval_s
+        self._fanout = Fanout(self.name, self._frames_arrive)
+        self.consumer = Consumer(input_index, target_fps, wakeup)
+        self._fanout.attach(self.consumer)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._kick = threading.Event()  # wakes the supervisor out of a backoff wait
         self._reconnect_reason: str | None = None
         self._thread: threading.Thread | None = None
         self._connection: _Connection | None = None
-        self._rate_in = _RateMeter()
-        self._rate_out = _RateMeter()
         self._state = StreamState.NOT_STARTED
         self._since = time.time()
-        self._frames_decoded = 0
-        self._frames_sampled = 0
-        self._decode_errors = 0
         self._reconnects = 0
         self._stalls = 0
+        self._probes = 0
         self._last_error: str | None = None
-        self._keyframe_only_on = False
-        self._codec: str | None = None
-        self._width: int | None = None
-        self._height: int | None = None
         self._url: str | None = None
+        # A resolver may hand out a URL with credentials the task never held (a RESTful lookup's or a VCN
+        # platform's answer). The URL pattern masks user:password@ only while the URL is whole; a library
+        # may log the password alone or URL-decoded, so it is held under this stream's own owner until the
+        # stream's supervisor ends.
+        self._secrets_owner = f"stream:{uuid.uuid4().hex}"
 
     # --- public --------------------------------------------------------------------------------
-    @property
-    def target_fps(self) -> float:
-        return self._sampler.target_fps
-
-    def set_target_fps(self, fps: float) -> None:
-        with self._lock:
-            self._sampler.target_fps = fps
-
     def start(self) -> None:
         if self._thread is not None or self._state is not StreamState.NOT_STARTED:
             raise RuntimeError(f"{self.name}: a stream starts only once")
-        self._thread = threading.Thread(target=self._supervise, name=self.name, daemon=True)
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
         self._transition(StreamState.CONNECTING)
         self._thread.start()
 
@@ -339,10 +345,20 @@ class VideoStream:
                 log.warning("%s: reader still blocked in the demuxer after stop; left behind", self.name)
         if self._state is not StreamState.STOPPED:
             self._transition(StreamState.STOPPED)
-        self._slot.clear()
+        self._fanout.clear()
 
     def take(self) -> Frame | None:
-        return self._slot.take()
+        return self.consumer.take()
+
+    def attach(self, consumer: Consumer) -> None:
+        """``consumer`` samples this stream from its next decoded frame on; the decode mode follows."""
+        self._fanout.attach(consumer)
+
+    def detach(self, consumer: Consumer) -> int:
+        """``consumer`` gets no more frames (the others go on); returns how many consumers are left."""
+        left = self._fanout.detach(consumer)
+        consumer.clear()
+        return left
 
     def request_reconnect(self, reason: str) -> None:
         log.info("%s: reconnect requested: %s", self.name, mask_text(reason))
@@ -350,32 +366,50 @@ class VideoStream:
             self._reconnect_reason = mask_text(reason)
         self._kick.set()
 
-    def status(self) -> StreamStatus:
+    def counts(self) -> StreamCounts:
+        """The connection side's counts (decoded fps, decode mode, consumers), whoever consumes it."""
+        return self._fanout.counts(time.monotonic())
+
+    def status(self, consumer: Consumer | None = None) -> StreamStatus:
+        """The stream as ``consumer`` (default: the one it was built for) sees it: the shared state and
+        counts, with that consumer's own index, fps_out, sampled and dropped frames."""
         now = time.monotonic()
+        counts = self._fanout.counts(now)
+        own = consumer or self.consumer
+        mine = own.counts(now)
         with self._lock:
             return StreamStatus(
-                input_index=self.input_index,
+                input_index=own.input_index,
                 state=self._state,
-                fps_in=round(self._rate_in.rate(now), 2),
-                fps_out=round(self._rate_out.rate(now), 2),
-                frames_decoded=self._frames_decoded,
-                frames_sampled=self._frames_sampled,
-                dropped=self._slot.dropped,
-                decode_errors=self._decode_errors,
+                fps_in=counts.fps_in,
+                fps_out=mine.fps_out,
+                frames_decoded=counts.frames_decoded,
+                frames_sampled=mine.frames_sampled,
+                dropped=mine.dropped,
+                decode_errors=counts.decode_errors,
                 reconnects=self._reconnects,
                 last_error=self._last_error,
-                keyframe_only=self._keyframe_only_on,
-                codec=self._codec,
-                width=self._width,
-                height=self._height,
+                keyframe_only=counts.decode_mode is DecodeMode.KEYFRAMES,
+                codec=counts.codec,
+                width=counts.width,
+                height=counts.height,
                 url=self._url,
                 since=self._since,
                 stalls=self._stalls,
+                probes=self._probes,
+                shared_by=counts.consumers,
+                decode_mode=counts.decode_mode.value if counts.decode_mode is not None else None,
             )
 
     # --- supervisor thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._supervise()
+        finally:
+            # this thread is the only one that registers them, so nothing can add them back afterwards
+            secrets.forget(self._secrets_owner)
+
     def _supervise(self) -> None:
-        failures = 0
         attempt = 0
         while not self._stop.is_set():
             if attempt:
@@ -387,18 +421,31 @@ class VideoStream:
                 self._reconnect_reason = None  # this attempt resolves afresh anyway
             try:
                 target = self._resolve()
-            except Exception as exc:  # any resolver failure is retried like a connection failure
-                self._failed(StreamState.RECONNECTING, f"resolve failed: {exc}")
-                failures = self._wait_backoff(failures)
+            except ResolveError as exc:
+                if exc.retryable:
+                    self._failed(StreamState.RECONNECTING, f"resolve failed: {exc}")
+                    self._wait_backoff(None)  # the lookup failed, not the camera: nothing to probe
+                    continue
+                # e.g. a refused login: repeating it would lock the account
+                self._failed(StreamState.FAILED, f"resolve failed (not retried): {exc}")
+                if not self._wait_for_change():
+                    break
+                self._backoff.reset()
                 continue
-            self._register_secrets(target)
+            except Exception as exc:  # any other resolver failure is retried like a connection failure
+                self._failed(StreamState.RECONNECTING, f"resolve failed: {exc}")
+                self._wait_backoff(None)
+                continue
+            secrets.register(self._secrets_owner, url_secrets(target.url))
             with self._lock:
                 self._url = target.masked
-            self._sampler_reset()
+            self._fanout.new_connection()
             started = time.monotonic()
-            outcome, detail = self._watch(_Connection(self, target, attempt))
-            if time.monotonic() - started >= self._backoff.healthy_after and self._state is StreamState.RUNNING:
-                failures = 0
+            connection = _Connection(self.reader, target, self.settings, self._fanout,
+                                     realtime_files=self.realtime_files, name=f"{self.name}-reader-{attempt}")
+            outcome, detail = self._watch(connection)
+            if time.monotonic() - started >= HEALTHY_AFTER_S and self._state is StreamState.RUNNING:
+                self._backoff.reset()
             if outcome is _Outcome.STOPPED:
                 break
             if outcome is _Outcome.ENDED:
@@ -406,11 +453,11 @@ class VideoStream:
                 log.info("%s: %s ended", self.name, target.masked)
                 break
             if outcome is _Outcome.REQUESTED:
-                failures = 0
+                self._backoff.reset()
                 continue
             next_state = StreamState.STALLED if outcome is _Outcome.STALLED else StreamState.RECONNECTING
             self._failed(next_state, detail)
-            failures = self._wait_backoff(failures)
+            self._wait_backoff(probe_address(target))
 
     def _watch(self, connection: _Connection) -> tuple[_Outcome, str]:
         """Run one connection until it ends, stalls, is replaced or the stream stops."""
@@ -449,18 +496,53 @@ class VideoStream:
             return (_Outcome.STOPPED, "stopped") if self._stop.is_set() else (_Outcome.REQUESTED, "requested")
         return _Outcome.DISCONNECTED, "disconnected: the stream ended"
 
-    def _wait_backoff(self, failures: int) -> int:
-        delay = self._backoff.delay(failures)
-        deadline = time.monotonic() + delay
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            if self._kick.wait(max(0.0, deadline - time.monotonic())):
-                self._kick.clear()
+    def _wait_backoff(self, address: Address | None) -> None:
+        """Wait before the next full attempt; with an ``address``, probe it meanwhile.
+
+        A port that does not answer stretches the wait to the policy's cap (a dead camera gets at most
+        one full attempt per cap); a port that answers after it did not ends the wait at once, and the
+        failures before it (the outage) no longer count. A port that keeps answering while the stream
+        fails changes nothing: the full attempts keep their backoff.
+        """
+        started = time.monotonic()
+        deadline = started + self._backoff.next()
+        went_away = False
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if address is not None:
+                up = answers(address)
                 with self._lock:
-                    requested = self._reconnect_reason is not None
-                    self._reconnect_reason = None
-                if requested:
-                    break
-        return failures + 1
+                    self._probes += 1
+                if up and went_away:
+                    log.info("%s: the source answers again; reconnecting now", self.name)
+                    self._backoff.reset()
+                    return
+                if not up:
+                    went_away = True
+                    deadline = max(deadline, started + self._backoff.policy.max_s)
+                now = time.monotonic()
+                wake_at = min(deadline, now + self._probe_interval_s)
+            else:
+                wake_at = deadline
+            if now >= deadline:
+                return
+            if self._kick.wait(wake_at - now) and self._take_request():
+                return
+
+    def _wait_for_change(self) -> bool:
+        """Wait in FAILED until a change is reported (True) or the stream stops (False)."""
+        while not self._stop.is_set():
+            if self._kick.wait() and self._take_request():
+                return True
+        return False
+
+    def _take_request(self) -> bool:
+        """After a kick: True when it was a reconnect request (consumed), False for a stop."""
+        self._kick.clear()
+        with self._lock:
+            requested = self._reconnect_reason is not None
+            self._reconnect_reason = None
+        return requested and not self._stop.is_set()
 
     def _failed(self, state: StreamState, detail: str) -> None:
         masked = mask_text(detail)
@@ -468,12 +550,14 @@ class VideoStream:
             self._last_error = masked
             if state is StreamState.STALLED:
                 self._stalls += 1
-            self._keyframe_only_on = False
-        self._rate_in.clear()
-        self._rate_out.clear()
+        self._fanout.connection_lost()
         log.warning("%s: %s (%s)", self.name, masked, self._url)
         if self._state is not state:
             self._transition(state)
+
+    def _frames_arrive(self) -> None:
+        if self._state in (StreamState.CONNECTING, StreamState.RECONNECTING):
+            self._transition(StreamState.RUNNING)
 
     def _transition(self, new: StreamState) -> None:
         with self._lock:
@@ -486,54 +570,6 @@ class VideoStream:
             self._since = time.time()
         log.info("%s: %s → %s", self.name, old.name, new.name)
 
-    def _sampler_reset(self) -> None:
-        with self._lock:
-            self._sampler.reset()
-
-    @staticmethod
-    def _register_secrets(target: StreamTarget) -> None:
-        try:
-            parts = urlsplit(target.url)
-            password = parts.password
-        except ValueError:
-            return
-        if password:
-            secrets.add(password, unquote(password))
-
-    # --- called by the current connection's reader thread --------------------------------------
-    def _opened(self, codec: str, width: int, height: int) -> None:
-        with self._lock:
-            self._codec, self._width, self._height = codec, width, height
-
-    def _packet(self, now: float) -> None:
-        with self._lock:
-            self._rate_in.tick(now)
-
-    def _keyframe_only(self, active: bool) -> None:
-        with self._lock:
-            changed = self._keyframe_only_on != active
-            self._keyframe_only_on = active
-        if changed:
-            log.info("%s: keyframe-only decoding %s", self.name, "on" if active else "off")
-
-    def _decoded(self, time_s: float, frame_interval: float | None) -> bool:
-        with self._lock:
-            self._frames_decoded += 1
-            taken = self._sampler.take(time_s, frame_interval)
-            connecting = self._state in (StreamState.CONNECTING, StreamState.RECONNECTING)
-        if connecting:
-            self._transition(StreamState.RUNNING)
-        return taken
-
-    def _deliver(self, frame: Frame) -> None:
-        with self._lock:
-            self._frames_sampled += 1
-            self._rate_out.tick(time.monotonic())
-        self._slot.put(frame)
-
-    def _decode_error(self) -> None:
-        with self._lock:
-            self._decode_errors += 1
 
 
 def _reader_for(backend: str) -> Reader:

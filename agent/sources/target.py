@@ -11,7 +11,6 @@ from agent.redact import mask_url
 @dataclass(frozen=True)
 class StreamTarget:
     url: str  # may carry credentials: log ``masked`` only
-    source_id: str  # the camera/source id results name as stream_id
     transport: Literal["tcp", "udp"] | None = None  # None: the agent's stream.rtsp_transport
     is_file: bool = False  # a local file or a finite HTTP file: plays to its end, then the stream ends
     options: dict[str, str] = field(default_factory=dict)  # extra FFmpeg demuxer options
@@ -22,4 +21,4 @@ class StreamTarget:
         return mask_url(self.url)
 
     def __repr__(self) -> str:
-        return f"StreamTarget(url={self.masked!r}, source_id={self.source_id!r}, is_file={self.is_file})"
+        return f"StreamTarget(url={self.masked!r}, is_file={self.is_file})"

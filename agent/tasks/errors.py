@@ -66,6 +66,12 @@ def invalid(path: str, reason: str, advice: str = "") -> ApiError:
                     reason, advice or "Correct the parameter and send the request again.")
 
 
+def missing_section(path: str, section: str) -> ApiError:
+    """A task needs a part of the agent's config that is absent (obs or dis): the field and the section."""
+    return invalid(path, f"this agent has no [{section}] section in its config file",
+                   f"Add [{section}] (endpoint, region, keys; see docs/configuration.md) and restart the agent.")
+
+
 def unsupported(path: str, reason: str, advice: str) -> ApiError:
     return ApiError(ErrorCode.INVALID_OBJECT, f"{path}: {reason}", [path], reason, advice)
 

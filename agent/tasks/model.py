@@ -39,7 +39,6 @@ HEADER_VALUE_FORBIDDEN = re.compile(r"[\r\n\x00]")
 MAX_BODY_BYTES = 1 << 20
 TASK_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 
-EDGE_ADVICE = "Use a webhook output or event_center on the edge."
 Bool01 = Annotated[StrictBool | Literal[0, 1], Field()]
 
 
@@ -132,8 +131,8 @@ class TaskInputData(_Strict):
     index: StrictInt | None = Field(None, ge=0, description="Position of the input, as the API examples send it.")
     video_source_id: str | None = Field(None, min_length=1, max_length=128, description="video_source input.")
     stream_name: str | None = Field(None, max_length=256, description="Name of a video stream.")
-    bucket: str | None = Field(None, max_length=64, description="OBS bucket (cloud-only obs input).")
-    path: str | None = Field(None, max_length=1023, description="OBS path (cloud-only obs input).")
+    bucket: str | None = Field(None, max_length=64, description="obs input: the bucket of the video object.")
+    path: str | None = Field(None, max_length=1023, description="obs input: the key of the video object.")
     url: str | None = Field(None, min_length=1, max_length=1000, description="url input, or restful lookup URL.")
     headers: dict[str, str] | None = Field(None, description="restful lookup headers, at most 10 pairs.")
     rtsp_path_in_response: str | None = Field(
@@ -187,14 +186,14 @@ class TaskInput(_Strict):
 class TaskOutputObs(_Strict):
     model_config = ConfigDict(extra="forbid", regex_engine="python-re")  # the documented patterns look around
 
-    bucket: str = Field(max_length=63, pattern=OBS_BUCKET_RE)
-    path: str = Field(max_length=1023, pattern=OBS_PATH_RE)
-    data_category: list[str] | None = Field(None, max_length=10)
+    bucket: str = Field(max_length=63, pattern=OBS_BUCKET_RE, description="Bucket the events are written to.")
+    path: str = Field(max_length=1023, pattern=OBS_PATH_RE, description="Key prefix of the event objects.")
+    data_category: list[str] | None = Field(None, max_length=10, description="Images written beside each event.")
 
 
 class TaskOutputDis(_Strict):
-    stream_name: str = Field(max_length=64, pattern=DIS_STREAM_RE)
-    data_category: list[str] | None = Field(None, max_length=10)
+    stream_name: str = Field(max_length=64, pattern=DIS_STREAM_RE, description="DIS stream the events go to.")
+    data_category: list[str] | None = Field(None, max_length=10, description="Images inlined in each record.")
 
 
 class TaskOutputWebhook(_Strict):
@@ -226,7 +225,7 @@ class TaskOutput(_Strict):
     @model_validator(mode="after")
     def _enabled(self) -> TaskOutput:
         if self.obs is None and self.dis is None and self.webhook is None and not self.event_center:
-            raise _FieldError("output", "enable at least one output (webhook or event_center)")
+            raise _FieldError("output", "enable at least one output (webhook, event_center, obs or dis)")
         return self
 
 
@@ -326,17 +325,9 @@ def _to_api_error(exc: ValidationError) -> ApiError:
 
 def _edge_rules(spec: TaskSpec | TaskUpdate) -> None:
     """Documented but cloud-only features: valid bodies the edge cannot honour, said clearly."""
-    if spec.input is not None and spec.input.type == "obs":
-        raise unsupported("input.type", "obs input is supported only by cloud tasks",
-                          "Play the file through a url input (with media_roots) or a video_source.")
     if spec.schedule is not None and spec.schedule.days_of_month is not None:
         raise unsupported("schedule.days_of_month", "monthly schedules are not supported",
                           "Use a weekly schedule with days_of_week and periods.")
-    if spec.output is not None:
-        if spec.output.obs is not None:
-            raise unsupported("output.obs", "obs output is not delivered on the edge yet", EDGE_ADVICE)
-        if spec.output.dis is not None:
-            raise unsupported("output.dis", "dis output is not delivered on the edge yet", EDGE_ADVICE)
 
 
 def _validate(model: type[TaskSpec] | type[TaskUpdate], body: Any) -> TaskSpec | TaskUpdate:
@@ -395,9 +386,10 @@ def masked_spec(spec: TaskSpec) -> dict[str, Any]:
     return body
 
 
-def secret_values(spec: TaskSpec) -> list[str]:
-    """Every secret value in a spec, for the log masker."""
-    from urllib.parse import urlsplit
+def spec_secrets(spec: TaskSpec) -> list[str]:
+    """Every secret value in a spec, for the log masker: the VCN password, input and webhook header values,
+    and the passwords inside input and webhook URLs (as written and URL-decoded)."""
+    from agent.redact import url_secrets
 
     values: list[str] = []
     if spec.input.vcn is not None:
@@ -405,9 +397,8 @@ def secret_values(spec: TaskSpec) -> list[str]:
     for item in spec.input.data:
         values.extend((item.headers or {}).values())
         if item.url:
-            password = urlsplit(item.url).password
-            if password:
-                values.append(password)
+            values.extend(url_secrets(item.url))
     if spec.output.webhook is not None:
         values.extend(spec.output.webhook.headers.values())
+        values.extend(url_secrets(spec.output.webhook.url))
     return values

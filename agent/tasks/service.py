@@ -7,9 +7,11 @@ listens for changes and reports the actual state back through ``report``.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -23,7 +25,7 @@ from agent.tasks.model import (
     masked_spec,
     parse_create,
     parse_update,
-    secret_values,
+    spec_secrets,
 )
 from agent.tasks.store import Desired, NameTaken, TaskError, TaskRecord, TaskStore, now_ms
 
@@ -32,6 +34,8 @@ log = logging.getLogger(__name__)
 PROJECT_ID_MAX = 64
 SERVICE_NAME_MAX = 100
 PAGE_SIZE_MAX = 1000
+SQLITE_INT_MAX = 2**63 - 1  # OFFSET is bound as a signed 64-bit integer
+PROJECT_ID_RE = re.compile(rf"[A-Za-z0-9_-]{{1,{PROJECT_ID_MAX}}}")
 
 ChangeKind = Literal["created", "updated", "deleted", "start", "stop", "runtime"]
 SpecCheck = Callable[[TaskSpec, str], None]  # (spec, service_name) → raises ApiError
@@ -56,7 +60,7 @@ class RuntimeInfo:
 class TaskService:
     def __init__(self, store: TaskStore, *, checks: Sequence[SpecCheck] = (),
                  max_tasks: int | None = None, max_inputs: int | None = None) -> None:
-        self.store = store
+        self._store = store
         self._checks = list(checks)
         self._max_tasks = max_tasks
         self._max_inputs = max_inputs
@@ -64,7 +68,7 @@ class TaskService:
         self._listeners: list[Callable[[TaskChange], None]] = []
         self._runtime: dict[str, RuntimeInfo] = {}
         for record in store.all():
-            secrets.add_all(secret_values(record.spec))
+            secrets.register(_owner(record.id), spec_secrets(record.spec))
 
     # wiring ----------------------------------------------------------------------------------
     def add_check(self, check: SpecCheck) -> None:
@@ -83,17 +87,17 @@ class TaskService:
 
     # reads for the runtime and the MQTT link (the store itself stays behind this class) --------------
     def record(self, task_id: str) -> TaskRecord | None:
-        return self.store.get(task_id)
+        return self._store.get(task_id)
 
     def records(self) -> list[TaskRecord]:
-        return self.store.all()
+        return self._store.all()
 
     def answer_for(self, request_id: str) -> dict[str, Any] | None:
         """The stored answer to an MQTT request id already handled, so a redelivery is answered alike."""
-        return self.store.answer_for(request_id)
+        return self._store.answer_for(request_id)
 
     def remember_answer(self, request_id: str, answer: dict[str, Any]) -> None:
-        self.store.remember_answer(request_id, answer)
+        self._store.remember_answer(request_id, answer)
 
     # the API ---------------------------------------------------------------------------------
     def create(self, project_id: str, service_name: str, body: Any, *, template: str | None = None) -> str:
@@ -102,21 +106,22 @@ class TaskService:
         if template is not None:
             body = self._from_template(project_id, template, body)
         spec = parse_create(body)
-        self._run_checks(spec, service_name)
-        secrets.add_all(secret_values(spec))
-        with self._lock:
-            self._check_limits(extra_tasks=1, extra_inputs=len(spec.input.data))
-            created = now_ms()
-            record = TaskRecord(
-                id=uuid.uuid4().hex, project_id=project_id, service_name=service_name, spec=spec,
-                state=TaskState.PENDING, desired=Desired.RUNNING, created_at=created, updated_at=created,
-            )
-            try:
-                self.store.insert(record)
-            except NameTaken:
-                raise _name_taken() from None
-            if spec.is_saved_as_template:
-                self.store.save_template(project_id, service_name, spec)
+        with _held_while_checked(spec):
+            self._run_checks(spec, service_name)
+            with self._lock:
+                self._check_limits(extra_tasks=1, extra_inputs=len(spec.input.data))
+                created = now_ms()
+                record = TaskRecord(
+                    id=uuid.uuid4().hex, project_id=project_id, service_name=service_name, spec=spec,
+                    state=TaskState.PENDING, desired=Desired.RUNNING, created_at=created, updated_at=created,
+                )
+                try:
+                    self._store.insert(record)
+                except NameTaken:
+                    raise _name_taken() from None
+                secrets.register(_owner(record.id), spec_secrets(spec))
+                if spec.is_saved_as_template:
+                    self._store.save_template(project_id, service_name, spec)
         log.info("task created", extra={"task_id": record.id, "service_name": service_name})
         self._emit("created", record.id, record)
         return record.id
@@ -126,11 +131,12 @@ class TaskService:
         _check_project(project_id)
         if state is not None and state not in TaskState.__members__:
             raise invalid("task_state", f"must be one of {', '.join(TaskState.__members__)}")
-        if page < 0:
-            raise invalid("page", "must be 0 or more")
         if not 1 <= page_size <= PAGE_SIZE_MAX:
             raise invalid("page_size", f"must be 1 to {PAGE_SIZE_MAX}")
-        total, records = self.store.query(project_id, state=state, name=name, offset=page * page_size,
+        last_page = SQLITE_INT_MAX // page_size  # a larger page's offset overflows SQLite's integers
+        if not 0 <= page <= last_page:
+            raise invalid("page", f"must be 0 to {last_page} with page_size {page_size}")
+        total, records = self._store.query(project_id, state=state, name=name, offset=page * page_size,
                                           limit=page_size)
         return {
             "count": total,
@@ -146,7 +152,7 @@ class TaskService:
     def get(self, project_id: str, task_id: str) -> TaskRecord:
         _check_project(project_id)
         check_task_id(task_id)
-        record = self.store.get(task_id)
+        record = self._store.get(task_id)
         if record is None or record.project_id != project_id:
             raise no_such_task(task_id)
         return record
@@ -159,24 +165,26 @@ class TaskService:
         with self._lock:
             record = self.get(project_id, task_id)
             spec = apply_update(record.spec, update)
-            self._run_checks(spec, record.service_name)
-            extra_inputs = len(spec.input.data) - len(record.spec.input.data)
-            self._check_limits(extra_tasks=0, extra_inputs=extra_inputs)
-            secrets.add_all(secret_values(spec))
-            try:
-                record = self.store.replace(replace(record, spec=spec))
-            except NameTaken:
-                raise _name_taken() from None
+            with _held_while_checked(spec):
+                self._run_checks(spec, record.service_name)
+                extra_inputs = len(spec.input.data) - len(record.spec.input.data)
+                self._check_limits(extra_tasks=0, extra_inputs=extra_inputs)
+                try:
+                    record = self._store.replace(replace(record, spec=spec))
+                except NameTaken:
+                    raise _name_taken() from None
+                secrets.register(_owner(task_id), spec_secrets(spec))
             if update.is_saved_as_template:
-                self.store.save_template(project_id, record.service_name, spec)
+                self._store.save_template(project_id, record.service_name, spec)
         log.info("task updated", extra={"task_id": task_id})
         self._emit("updated", task_id, record)
 
     def delete(self, project_id: str, task_id: str) -> None:
         with self._lock:
             self.get(project_id, task_id)
-            self.store.delete(task_id)
+            self._store.delete(task_id)
             self._runtime.pop(task_id, None)
+            secrets.forget(_owner(task_id))
         log.info("task deleted", extra={"task_id": task_id})
         self._emit("deleted", task_id, None)
 
@@ -189,7 +197,7 @@ class TaskService:
     def templates(self, project_id: str) -> list[dict[str, Any]]:
         _check_project(project_id)
         return [{"name": name, "service_name": service, "created_at": created}
-                for name, service, created in self.store.templates(project_id)]
+                for name, service, created in self._store.templates(project_id)]
 
     # the runtime side ----------------------------------------------------------------------------
     def report(self, task_id: str, *, state: TaskState | None = None, status: str | None = None,
@@ -198,7 +206,7 @@ class TaskService:
                desired: Desired | None = None, worker: int | None = None) -> TaskRecord | None:
         """Record what the supervisor observed; listeners hear about it only when something changed."""
         with self._lock:
-            record = self.store.get(task_id)
+            record = self._store.get(task_id)
             if record is None:
                 return None
             changes: dict[str, Any] = {}
@@ -220,7 +228,7 @@ class TaskService:
                 new_runtime = replace(new_runtime, worker=worker)
             self._runtime[task_id] = new_runtime
             if changes:
-                record = self.store.replace(replace(record, **changes))
+                record = self._store.replace(replace(record, **changes))
             changed = bool(changes) or new_runtime != runtime
         if changed:
             self._emit("runtime", task_id, record)
@@ -262,7 +270,7 @@ class TaskService:
             transitional = TaskState.STARTING if desired is Desired.RUNNING else TaskState.STOPPING
             already = (desired is Desired.RUNNING and record.state is TaskState.RUNNING) or (
                 desired is Desired.STOPPED and record.state is TaskState.STOPPED)
-            record = self.store.replace(replace(
+            record = self._store.replace(replace(
                 record, desired=desired, state=record.state if already else transitional,
                 error=None if desired is Desired.RUNNING else record.error,
             ))
@@ -275,7 +283,7 @@ class TaskService:
             check(spec, service_name)
 
     def _check_limits(self, *, extra_tasks: int, extra_inputs: int) -> None:
-        records = self.store.all()
+        records = self._store.all()
         if self._max_tasks is not None and len(records) + extra_tasks > self._max_tasks:
             raise ApiError(ErrorCode.INVALID_OBJECT, f"this box runs at most {self._max_tasks} tasks",
                            ["limits.max_tasks"], "task limit reached",
@@ -288,7 +296,7 @@ class TaskService:
                            "Remove inputs from other tasks, or raise limits.max_inputs if the box has the capacity.")
 
     def _from_template(self, project_id: str, template: str, overrides: Any) -> dict[str, Any]:
-        found = self.store.template(project_id, template)
+        found = self._store.template(project_id, template)
         if found is None:
             raise ApiError(ErrorCode.NOT_FOUND, f"no template named {template[:100]!r}", ["template"],
                            "unknown template", "Create a task with is_saved_as_template=true first.")
@@ -300,14 +308,31 @@ class TaskService:
         return body
 
 
+def _owner(task_id: str) -> str:
+    """The masker's owner of a stored task's secrets."""
+    return f"task:{task_id}"
+
+
+@contextmanager
+def _held_while_checked(spec: TaskSpec) -> Iterator[None]:
+    """Mask the body's secrets while it is checked (a check may log), and forget them whatever the outcome:
+    a refused request must leave nothing behind, and a stored task registers its own under ``_owner``."""
+    pending = f"pending:{uuid.uuid4().hex}"
+    secrets.register(pending, spec_secrets(spec))
+    try:
+        yield
+    finally:
+        secrets.forget(pending)
+
+
 def _name_taken() -> ApiError:
     return ApiError(ErrorCode.DUPLICATE_NAME, "a task with this name already exists", ["name"],
                     "duplicate task name", "Choose another name, or update the existing task.")
 
 
 def _check_project(project_id: str) -> None:
-    if not 1 <= len(project_id) <= PROJECT_ID_MAX or not project_id.replace("-", "").replace("_", "").isalnum():
-        raise invalid("project_id", f"must be 1-{PROJECT_ID_MAX} letters, digits, - or _")
+    if not PROJECT_ID_RE.fullmatch(project_id):
+        raise invalid("project_id", f"must be 1-{PROJECT_ID_MAX} ASCII letters, digits, - or _")
 
 
 def _check_service_name(service_name: str) -> None:

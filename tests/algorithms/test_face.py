@@ -1,4 +1,5 @@
-"""face-detection on real H.264: drawn faces appear, move, and leave; images only when asked for."""
+"""face-detection on real H.264: drawn faces appear, move, and leave; each face is one event; images only
+when asked for. Every detector (BlazeFace full and short range, the Haar cascade) is held to the same."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ import numpy as np
 import pytest
 
 from agent.algorithms.base import FACE_IMAGE, ORIGIN_IMAGE
+from agent.algorithms.blazeface import LANDMARKS
 from agent.algorithms.event import Event
 from agent.algorithms.face import FaceConfig, FaceDetection
 from agent.sources.frame import Frame
 from tests.algorithms import video
 
 FPS, SAMPLE_EVERY = 10, 5  # the default 2 frames a second
-WIDTH, HEIGHT = 960, 540  # wider than the 640 px search: boxes are mapped back
-BIG_FACE_X = [300 + 6 * i for i in range(20)]  # centre x per frame of the 2 s with faces
-BIG, SMALL = 150, 100  # drawn face widths; the face's square box is about 1.3× that
+WIDTH, HEIGHT = 960, 540  # wider than the Haar search's 640 px: boxes are mapped back
+BIG_FACE_X = [300 + 14 * i for i in range(20)]  # centre x per frame of the 2 s with faces: 70 px per sample
+BIG, SMALL = 150, 100  # drawn face widths; the face's square box is about 0.9–1.8× that
+DETECTORS = ("blazeface-full", "blazeface", "haar")
 
 
 @pytest.fixture(scope="module")
@@ -53,26 +56,67 @@ def centre(box: dict[str, int]) -> tuple[float, float]:
     return box["x"] + box["w"] / 2, box["y"] + box["h"] / 2
 
 
-def test_both_faces_found_where_they_are_and_only_while_they_are(frames: list[Frame]) -> None:
-    found = run(FaceDetection(FaceConfig(), "1.0"), frames)
+def check_faces(t: float, event: Event) -> tuple[dict[str, object], dict[str, object]]:
+    """Both faces where they are at stream time t; returns the items (big face first)."""
+    assert event.event_type == 65536 and event.input_index == 2
+    json.dumps(list(event.event_set))  # JSON-ready, as the envelope needs
+    big, small = sorted(event.event_set, key=lambda item: item["bounding_box"]["x"])
+    expected_x = BIG_FACE_X[round((t - 1.0) * FPS)]
+    big_box, small_box = big["bounding_box"], small["bounding_box"]
+    assert abs(centre(big_box)[0] - expected_x) <= 20 and abs(centre(big_box)[1] - 260) <= 30
+    assert abs(centre(small_box)[0] - 760) <= 20 and abs(centre(small_box)[1] - 300) <= 30
+    assert 0.9 * BIG <= big_box["w"] <= 1.8 * BIG and 0.9 * SMALL <= small_box["w"] <= 1.8 * SMALL
+    return big, small
+
+
+def test_each_face_is_one_event_when_it_appears_with_confidence_and_landmarks(frames: list[Frame]) -> None:
+    found = run(FaceDetection(FaceConfig(), "1.0"), frames)  # blazeface-full, cooldown 10 s
+    assert [round(t, 1) for t, _ in found] == [1.0]
+    t, event = found[0]
+    assert event.images == {} and event.item_images == ()  # nobody asked for images
+    big, small = check_faces(t, event)
+    assert big["detection_id"] != small["detection_id"]
+    for item in (big, small):
+        assert isinstance(item["confidence"], float) and 0.5 <= item["confidence"] <= 1.0
+        box = item["bounding_box"]
+        assert isinstance(box, dict) and isinstance(item["landmarks"], dict)
+        assert list(item["landmarks"]) == list(LANDMARKS)
+        for point in item["landmarks"].values():
+            assert box["x"] <= point["x"] <= box["x"] + box["w"] and box["y"] <= point["y"] <= box["y"] + box["h"]
+        eyes = item["landmarks"]["right_eye"], item["landmarks"]["left_eye"]
+        assert eyes[0]["x"] < eyes[1]["x"]  # the subject's right eye is on the picture's left
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_every_detector_follows_the_moving_face_under_one_id(frames: list[Frame], detector: str) -> None:
+    found = run(FaceDetection(FaceConfig(detector=detector, cooldown_s=0), "1.0"), frames)  # report every sample
     assert [round(t, 1) for t, _ in found] == [1.0, 1.5, 2.0, 2.5]
+    ids = set()
     for t, event in found:
-        assert event.event_type == 65536 and event.input_index == 2
-        assert event.images == {} and event.item_images == ()  # nobody asked for images
-        json.dumps(list(event.event_set))  # JSON-ready, as the envelope needs
-        boxes = sorted((item["bounding_box"] for item in event.event_set), key=lambda b: b["x"])
-        assert len(boxes) == 2
-        big, small = boxes
-        expected_x = BIG_FACE_X[round((t - 1.0) * FPS)]
-        assert abs(centre(big)[0] - expected_x) <= 15 and abs(centre(big)[1] - 260) <= 30
-        assert abs(centre(small)[0] - 760) <= 15 and abs(centre(small)[1] - 300) <= 30
-        assert 1.0 * BIG <= big["w"] <= 1.8 * BIG and 1.0 * SMALL <= small["w"] <= 1.8 * SMALL
+        big, small = check_faces(t, event)
+        ids.add((big["detection_id"], small["detection_id"]))
+        assert ("confidence" in big) == (detector != "haar")
+    assert len(ids) == 1  # the face moving 70 px a sample kept its id
 
 
-def test_min_size_leaves_out_the_small_face(frames: list[Frame]) -> None:
-    found = run(FaceDetection(FaceConfig(min_size=170), "1.0"), frames)
+def test_a_face_that_comes_back_after_leaving_is_a_new_event(frames: list[Frame]) -> None:
+    algorithm = FaceDetection(FaceConfig(), "1.0")
+    first = run(algorithm, frames)
+    again = run(algorithm, [Frame.from_bgr(frame.bgr, input_index=2, stream_time=t)
+                            for frame, t in zip(frames, (10 + i * 0.5 for i in range(len(frames))), strict=True)])
+    assert len(first) == len(again) == 1
+    old = {item["detection_id"] for item in first[0][1].event_set}
+    new = {item["detection_id"] for item in again[0][1].event_set}
+    assert not old & new
+
+
+def test_min_and_max_size_leave_out_a_face(frames: list[Frame]) -> None:
+    found = run(FaceDetection(FaceConfig(min_size=130, cooldown_s=0), "1.0"), frames)
     assert len(found) == 4
-    assert all(len(event.event_set) == 1 and event.event_set[0]["bounding_box"]["w"] >= 170 for _, event in found)
+    assert all(len(event.event_set) == 1 and event.event_set[0]["bounding_box"]["w"] >= 130 for _, event in found)
+    found = run(FaceDetection(FaceConfig(max_size=140, cooldown_s=0), "1.0"), frames)
+    assert len(found) == 4
+    assert all(len(event.event_set) == 1 and event.event_set[0]["bounding_box"]["w"] <= 140 for _, event in found)
 
 
 def test_face_crops_and_the_whole_frame_when_asked(frames: list[Frame]) -> None:

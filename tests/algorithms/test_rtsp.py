@@ -36,7 +36,7 @@ def test_intrusion_over_rtsp_reports_the_block_once_inside_the_polygon(
     common = {"rois": [[[0.5, 0], [1, 0], [1, 1], [0.5, 1]]], "cooldown_s": 60}
     algorithm = registry.create("intrusion-detection", "1.0", common)
     runner = AlgorithmRunner(algorithm, "rtsp-task")
-    stream = VideoStream(0, lambda: StreamTarget(server.url, "cam-1"),
+    stream = VideoStream(0, lambda: StreamTarget(server.url),
                          StreamSettings(open_timeout_s=5, read_timeout_s=5, stall_timeout_s=5), algorithm.fps)
     events: list[Event] = []
     seen = 0

@@ -119,12 +119,15 @@ def test_a_result_that_is_not_a_list_of_events_is_a_failure(wrong: object) -> No
 
 
 def test_secrets_in_exception_messages_are_masked(caplog: pytest.LogCaptureFixture) -> None:
-    secrets.add("hunter2-runner")
-    runner = AlgorithmRunner(Scripted([RuntimeError("cannot open rtsp://admin:hunter2-runner@10.0.0.9/live")]), "t")
-    with caplog.at_level(logging.WARNING):
-        runner.process({0: frame()})
-    assert "hunter2-runner" not in caplog.text
-    assert "hunter2-runner" not in str(runner.status())
+    secrets.register("test:runner", ["hunter2-runner"])
+    try:
+        runner = AlgorithmRunner(Scripted([RuntimeError("cannot open rtsp://admin:hunter2-runner@10.0.0.9/live")]), "t")
+        with caplog.at_level(logging.WARNING):
+            runner.process({0: frame()})
+        assert "hunter2-runner" not in caplog.text
+        assert "hunter2-runner" not in str(runner.status())
+    finally:
+        secrets.forget("test:runner")
 
 
 def test_slow_calls_are_counted_and_logged_but_their_events_kept(caplog: pytest.LogCaptureFixture) -> None:

@@ -132,6 +132,50 @@ def test_secret_values_never_come_back(client: TestClient) -> None:
     assert "vcn-pass-42" not in client.get(f"/v2/proj/tasks/{task_id}", headers=AUTH).text
 
 
+@pytest.mark.parametrize(("params", "named"), [
+    ({"page": str(2**63 - 1)}, "page"), ({"page": str(10**30)}, "page"), ({"page": "-1"}, "page"),
+    ({"page_size": str(2**63)}, "page_size"), ({"page": "10", "page_size": str(2**62)}, "page_size"),
+])
+def test_out_of_range_query_numbers_are_400_naming_the_parameter(client: TestClient, params: dict[str, str],
+                                                                 named: str) -> None:
+    response = client.get("/v2/proj/tasks", headers=AUTH, params=params)
+    assert response.status_code == 400, response.text
+    assert (response.json()["error_code"], response.json()["params"]) == ("VIAS.00010001", [named])
+
+
+def test_non_ascii_project_ids_are_400(client: TestClient) -> None:
+    for project in ("é", "caf%C3%A9"):
+        response = client.post(f"/v2/{project}/services/intrusion-detection/tasks", json=DOC_URL, headers=AUTH)
+        assert (response.status_code, response.json()["params"]) == (400, ["project_id"])
+        assert client.get(f"/v2/{project}/tasks", headers=AUTH).status_code == 400
+
+
+def test_refused_creates_leave_nothing_in_the_masker_or_memory(client: TestClient) -> None:
+    import secrets as random
+
+    from agent.redact import mask_text, secrets
+    from tests.fixtures.memory import rss_bytes
+
+    assert create(client, body(DOC_URL, name="taken")).status_code == 200
+
+    def refused_create(header_value: str) -> None:
+        raw = body(DOC_URL, name="taken")
+        raw["output"]["webhook"]["headers"] = {f"H{k}": f"{header_value}{k}" for k in range(10)}
+        response = create(client, raw)
+        assert response.json()["error_code"] == "VIAS.00010011", response.text
+
+    refused_create(random.token_hex(1024))  # warm-up: imports and caches that stay anyway
+    held, rss = len(secrets), rss_bytes()
+    for _ in range(60):
+        refused_create(random.token_hex(1024))
+    assert len(secrets) == held
+    assert rss_bytes() - rss < 5 * 1024 * 1024
+    raw = body(DOC_URL, name="taken")
+    raw["output"]["webhook"]["headers"] = {"X-Reason": "deleted"}
+    assert create(client, raw).status_code == 400
+    assert mask_text("task deleted") == "task deleted"
+
+
 # property-based: random and mutated bodies only ever get documented answers -----------------------
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),

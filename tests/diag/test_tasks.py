@@ -14,22 +14,31 @@ from agent.diag.tasks import input_state_check
 def reported(state: str, **changes: Any) -> list[dict[str, Any]]:
     """One input as the pipeline reports it (``input_summary``), index 0."""
     entry: dict[str, Any] = {"index": 0, "state": state, "fps": 2.0, "fps_in": 25.0, "reconnects": 0,
-                             "last_error": None, "keyframe_only": False, "codec": "h264", "resolution": "320x240"}
+                             "last_error": None, "keyframe_only": False, "codec": "h264", "resolution": "320x240",
+                             "decode_errors": 0, "dropped": 0, "shared_by": 1, "decode_mode": "sampled"}
     entry.update(changes)
     return [entry]
 
 
 @pytest.mark.parametrize(("state", "level"), [
     ("RUNNING", Level.OK), ("CONNECTING", Level.OK), ("ENDED", Level.OK),
-    ("RECONNECTING", Level.FAIL), ("STALLED", Level.FAIL),
+    ("RECONNECTING", Level.FAIL), ("STALLED", Level.FAIL), ("FAILED", Level.FAIL),
 ])
 def test_the_reported_stream_state_sets_the_level(state: str, level: Level) -> None:
-    check = input_state_check("task yard (1a2b3c4d) input 0", 0, reported(state, reconnects=3))
+    check = input_state_check("task yard (1a2b3c4d) input 0", 0, reported(state, reconnects=3, decode_errors=1,
+                                                                               dropped=7))
     assert check.subject == "task yard (1a2b3c4d) input 0 in the agent"
     assert check.level is level
-    assert check.detail.startswith(f"{state.lower()}: 25 fps in, 2 fps analysed, 3 reconnect(s)")
-    assert dict(check.data) == {"state": state.lower(), "fps_in": 25.0, "fps_out": 2.0, "reconnects": 3}
+    assert check.detail.startswith(f"{state.lower()}: 25 fps in, 2 fps analysed, 3 reconnect(s), "
+                                   "1 decode error(s), 7 frame(s) dropped")
+    assert dict(check.data) == {"state": state.lower(), "fps_in": 25.0, "fps_out": 2.0, "reconnects": 3,
+                                "decode_errors": 1, "dropped": 7, "shared_by": 1}
     assert (check.hint is None) == (level is Level.OK)
+
+
+def test_a_shared_camera_says_by_how_many_tasks() -> None:
+    check = input_state_check("cam", 0, reported("RUNNING", shared_by=3))
+    assert "camera shared by 3 tasks" in check.detail and check.data["shared_by"] == 3
 
 
 def test_the_last_error_is_shown_masked() -> None:

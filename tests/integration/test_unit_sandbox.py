@@ -16,6 +16,7 @@ import errno
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -54,6 +55,21 @@ def unit_settings() -> dict[str, list[str]]:
             key, _, value = line.partition("=")
             settings.setdefault(key, []).append(value)
     return settings
+
+
+def exec_start_argv(config: Path) -> list[str]:
+    """The unit's ExecStart argv exactly as written, run by this interpreter with a test config.
+
+    Only the installed program's path and the config's path differ: the arguments' order and spelling are
+    the unit's (``run --config X`` was once refused by the CLI and the shipped service never started).
+    """
+    (line,) = unit_settings()["ExecStart"]
+    program, *arguments = shlex.split(line)
+    assert program == "/opt/edge-agent/venv/bin/edge-agent"
+    where = arguments.index("--config") + 1
+    assert arguments[where] == "/etc/edge-agent/agent.toml"
+    arguments[where] = str(config)
+    return [sys.executable, "-m", "agent", *arguments]
 
 
 def _require(tool: str, package: str) -> None:
@@ -317,7 +333,7 @@ def test_agent_runs_in_the_unit_sandbox_and_speaks_sd_notify(
     env = {**os.environ, "NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "2000000"}
     with log.open("wb") as output:
         agent = subprocess.Popen(
-            sandboxed([sys.executable, "-m", "agent", "--config", str(config), "run"], spec_file),
+            sandboxed(exec_start_argv(config), spec_file),
             stdout=output, stderr=subprocess.STDOUT, env=env)
     try:
         # Type=notify: READY=1 once the API is up; then pings every WatchdogSec/2 while healthy.

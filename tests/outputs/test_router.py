@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from agent.outputs.router import ResultRouter, RetryPolicy, check_output
+from agent.backoff import DELIVERY_RETRY, BackoffPolicy
+from agent.outputs.router import ResultRouter, check_output
 from agent.settings import AgentSettings
 from agent.tasks.errors import ApiError
 from agent.tasks.model import TaskOutput
@@ -24,7 +25,7 @@ from tests.fixtures.webhook import Reply, WebhookReceiver
 from tests.outputs.support import TASK_ID, make_event, make_settings, validate_envelope, webhook_output
 from tests.waiting import wait_until
 
-FAST = RetryPolicy(base_s=0.05, max_s=0.5)
+FAST = BackoffPolicy(first_s=0.05, max_s=0.5)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -57,7 +58,7 @@ def test_check_output_refuses_event_center_without_broker(tmp_path: Path) -> Non
 
 def test_submit_refuses_event_center_without_broker(tmp_path: Path, make_router: Any) -> None:
     router = make_router(make_settings(tmp_path))
-    with pytest.raises(ApiError):
+    with pytest.raises(ValueError, match="no MQTT sink"):
         router.submit(TASK_ID, "svc", TaskOutput(event_center=True), ["cam"], [make_event()])
     assert router.status().sink("mqtt").backlog == 0
 
@@ -311,9 +312,10 @@ CHILD = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     sys.path.insert(0, {repo!r})
-    from agent.outputs.router import ResultRouter, RetryPolicy
+    from agent.backoff import BackoffPolicy
+    from agent.outputs.router import ResultRouter
     from tests.outputs.support import TASK_ID, make_event, make_settings, webhook_output
-    router = ResultRouter(make_settings(Path({state!r})), retry=RetryPolicy(0.05, 0.2))
+    router = ResultRouter(make_settings(Path({state!r})), retry=BackoffPolicy(0.05, 0.2))
     router.start()  # the webhook is down: every attempt fails while we commit
     output = webhook_output({url!r}, ["image"])
     for n in range(1000):
@@ -364,13 +366,11 @@ def test_kill_9_with_1000_undelivered_then_all_delivered(tmp_path: Path, make_ro
     assert list(first_seen.values()) == list(range(1000))  # and in order
 
 
-def test_backoff_doubles_from_1_s_to_5_min_with_jitter() -> None:
-    policy = RetryPolicy()
-    for failures, plain in ((1, 1.0), (2, 2.0), (3, 4.0), (9, 256.0)):
-        delays = {policy.delay(failures) for _ in range(50)}
-        assert all(plain <= d <= plain * 1.25 for d in delays)
+def test_delivery_retries_double_from_1_s_to_5_min_with_jitter() -> None:
+    for failures, plain in ((0, 1.0), (1, 2.0), (2, 4.0), (8, 256.0), (9, 300.0), (1000, 300.0)):
+        delays = {DELIVERY_RETRY.delay(failures) for _ in range(50)}
+        assert all(plain * 0.8 <= d <= plain * 1.2 for d in delays)
         assert len(delays) > 1  # jittered
-    assert all(policy.delay(n) == 300.0 for n in (10, 11, 40, 1000))
 
 
 @pytest.mark.integration

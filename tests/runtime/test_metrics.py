@@ -119,6 +119,13 @@ def test_metrics_follow_inputs_tasks_and_sinks_of_a_running_agent(
     assert value(samples, "edge_agent_outbox_backlog", sink="mqtt") == 0
     assert (value(samples, "edge_agent_outbox_stored_bytes") or 0) > 0
     assert dead in {dict(labels).get("task_id") for (_, labels) in samples}
+    # two tasks on one file: two streams (each task plays its file from the start), one consumer each
+    assert value(samples, "edge_agent_streams_open") == 2.0
+    streams = {dict(labels)["stream"]: v for (n, labels), v in samples.items() if n == "edge_agent_stream_consumers"}
+    assert sorted(streams.values()) == [1.0, 1.0]
+    modes = [dict(labels) for (n, labels), v in samples.items() if n == "edge_agent_stream_decode_mode" and v == 1.0]
+    assert sorted(m["mode"] for m in modes) == ["sampled", "sampled"]  # 5 fps of a 25 fps file
+    assert all(m["source"] == "file:walk.mp4" and m["backend"] == "pyav" for m in modes)
 
     # a finished task's series go away with its pipeline
     runtime.service.delete("p", dead)

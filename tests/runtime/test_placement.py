@@ -1,4 +1,5 @@
-"""Placement as pure functions: what a task costs, which source an input reads, which worker takes it."""
+"""Placement as pure functions: what a task costs and which worker takes it (which source an input reads is
+``resolvers.registry.source_key``, tested in tests/sources/resolvers/test_source_key.py)."""
 
 from __future__ import annotations
 
@@ -13,11 +14,8 @@ from agent.runtime.placement import (
     choose_worker,
     decoded_fps,
     input_cost,
-    normalise_url,
-    source_key,
     task_cost,
 )
-from agent.tasks.model import TaskInputData, TaskInputVcn
 
 HD = ASSUMED_WIDTH * ASSUMED_HEIGHT
 
@@ -59,25 +57,3 @@ def test_placing_tasks_one_by_one_keeps_workers_within_one_task_of_each_other(ra
         biggest = max(biggest, cost)
         loads[choose_worker(loads)] += cost
     assert max(loads.values()) - min(loads.values()) <= biggest
-
-
-def test_urls_that_name_one_source_share_a_key_and_credentials_tell_sources_apart() -> None:
-    def key(url: str) -> str:
-        return source_key("url", TaskInputData(url=url), None)
-
-    assert key("RTSP://admin:pw@Cam.Local:554/main") == key("rtsp://admin:pw@cam.local/main")
-    assert key("rtsp://admin:pw@cam.local/main") != key("rtsp://other:pw@cam.local/main")
-    assert key("rtsp://cam.local:8554/main") != key("rtsp://cam.local/main")
-    assert key("rtsp://cam.local/main") != key("rtsp://cam.local/sub")
-    assert "pw" not in key("rtsp://admin:pw@cam.local/main")  # keys are safe to log
-    assert normalise_url("rtsp://[FE80::1]:554/x") == "rtsp://[fe80::1]/x"
-
-
-def test_ids_name_sources_of_their_kind() -> None:
-    assert source_key("video_source", TaskInputData(video_source_id="lobby"), None) == "video_source:lobby"
-    assert source_key("edgecamera", TaskInputData(id="cam-7"), None) == "edgecamera:cam-7"
-    vcn = TaskInputVcn(ip="10.0.0.9", port=18531, username="edge", password="s3cret")
-    primary = source_key("vcn", TaskInputData(device_id="dev#1", stream_type=1), vcn)
-    assert primary == source_key("vcn", TaskInputData(device_id="dev#1"), vcn)  # stream_type 1 by default
-    assert primary != source_key("vcn", TaskInputData(device_id="dev#1", stream_type=2), vcn)
-    assert "s3cret" not in primary

@@ -189,3 +189,27 @@ def test_a_task_the_config_no_longer_allows_is_start_failed_with_the_field(
     record = wait_until(lambda: (r := runtime.service.get("p", task_id)).state is TaskState.START_FAILED and r,
                         what="START_FAILED")
     assert record.error is not None and "input.data[0].url" in record.error.message
+
+
+def test_installed_algorithms_are_scanned_once_per_create_and_once_per_start(
+        tmp_path: Path, media: Path, webhook_receiver: WebhookReceiver, runtimes: list[AgentRuntime],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.algorithms import registry
+
+    scans: list[int] = []
+    real_installed = registry.installed
+
+    def counted() -> dict[str, Any]:
+        scans.append(1)
+        return real_installed()
+
+    monkeypatch.setattr(registry, "installed", counted)
+    runtime = make_runtime(tmp_path, media)
+    runtimes.append(runtime)
+    runtime.start()
+    task_id = runtime.service.create("p", "intrusion-detection",
+                                     intrusion_task(str(media / "walk.mp4"), webhook_receiver.url))
+    assert len(scans) == 1
+    webhook_receiver.wait_for(1, timeout=60)
+    wait_until(lambda: runtime.service.get("p", task_id).state is TaskState.SUCCEEDED, what="the file played")
+    assert len(scans) == 2  # the start loaded the algorithm; nothing else scanned again

@@ -14,7 +14,7 @@ from agent.runtime.pipeline import derive_state
 from agent.sources.stream import StreamState, StreamStatus
 from agent.tasks.model import TaskState
 
-DOWN = (StreamState.RECONNECTING, StreamState.STALLED)
+DOWN = (StreamState.RECONNECTING, StreamState.STALLED, StreamState.FAILED)  # docs/api.md: down inputs
 
 
 def stream(index: int, state: StreamState, error: str | None = None) -> StreamStatus:

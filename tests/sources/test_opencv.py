@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agent.backoff import Backoff, BackoffPolicy
 from agent.settings import StreamSettings
 from agent.sources.opencv import read_opencv
-from agent.sources.stream import Backoff, StreamState, VideoStream
+from agent.sources.stream import StreamState, VideoStream
 from agent.sources.target import StreamTarget
 from tests.fixtures.rtsp import RtspServer, RtspServerFactory
 from tests.sources.test_stream import FAST, collect, gaps, running
@@ -21,13 +22,13 @@ pytestmark = pytest.mark.integration
 
 
 def test_backend_comes_from_settings_or_the_call(rtsp_h264: RtspServer) -> None:
-    by_settings = VideoStream(0, lambda: StreamTarget(rtsp_h264.url, "c"), StreamSettings(backend="opencv"), 1)
-    by_call = VideoStream(0, lambda: StreamTarget(rtsp_h264.url, "c"), StreamSettings(), 1, backend="opencv")
+    by_settings = VideoStream(0, lambda: StreamTarget(rtsp_h264.url), StreamSettings(backend="opencv"), 1)
+    by_call = VideoStream(0, lambda: StreamTarget(rtsp_h264.url), StreamSettings(), 1, backend="opencv")
     assert by_settings.reader is read_opencv and by_call.reader is read_opencv
 
 
 def test_live_rtsp_is_sampled_and_frames_are_bgr(rtsp_h264: RtspServer) -> None:
-    resolve = lambda: StreamTarget(rtsp_h264.url, "c")  # noqa: E731
+    resolve = lambda: StreamTarget(rtsp_h264.url)  # noqa: E731
     with running(VideoStream(0, resolve, FAST, 5.0, backend="opencv")) as stream:
         frames = collect(stream, 6, timeout=15)
         status = stream.status()
@@ -42,7 +43,7 @@ def test_live_rtsp_is_sampled_and_frames_are_bgr(rtsp_h264: RtspServer) -> None:
 
 def test_file_is_lossless_and_ends(make_clip: Callable[..., Path]) -> None:
     clip = make_clip(seconds=2.0)
-    resolve = lambda: StreamTarget(str(clip), "c", is_file=True)  # noqa: E731
+    resolve = lambda: StreamTarget(str(clip), is_file=True)  # noqa: E731
     stream = VideoStream(0, resolve, FAST, 0, backend="opencv", realtime_files=False)
     with running(stream):
         frames = collect(stream, 50, timeout=20)
@@ -53,8 +54,9 @@ def test_file_is_lossless_and_ends(make_clip: Callable[..., Path]) -> None:
 
 def test_killed_server_reconnects(rtsp_server: RtspServerFactory) -> None:
     server = rtsp_server()
-    resolve = lambda: StreamTarget(server.url, "c")  # noqa: E731
-    stream = VideoStream(0, resolve, FAST, 5.0, backend="opencv", backoff=Backoff(initial=0.2, maximum=1.0))
+    resolve = lambda: StreamTarget(server.url)  # noqa: E731
+    quick = Backoff(BackoffPolicy(first_s=0.2, max_s=1.0))
+    stream = VideoStream(0, resolve, FAST, 5.0, backend="opencv", backoff=quick)
     with running(stream):
         assert collect(stream, 2, timeout=10)
         server.stop()

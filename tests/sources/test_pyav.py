@@ -163,7 +163,7 @@ def reference(packets: list[Packet]) -> dict[int, np.ndarray]:
 
 def read(path: Path, mode: DecodeMode) -> RecordingSession:
     session = RecordingSession(mode)
-    assert read_pyav(StreamTarget(str(path), "cam-1", is_file=True), StreamSettings(), session) is ReadEnd.ENDED
+    assert read_pyav(StreamTarget(str(path), is_file=True), StreamSettings(), session) is ReadEnd.ENDED
     return session
 
 

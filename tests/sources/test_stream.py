@@ -14,20 +14,26 @@ from pathlib import Path
 
 import pytest
 
+from agent.backoff import Backoff, BackoffPolicy
 from agent.settings import StreamSettings
 from agent.sources.frame import Frame
-from agent.sources.stream import Backoff, StreamState, VideoStream
+from agent.sources.resolvers import ResolverSet
+from agent.sources.resolvers.base import ResolveError
+from agent.sources.stream import StreamState, VideoStream
 from agent.sources.target import StreamTarget
 from tests.fixtures.ports import free_port
 from tests.fixtures.rtsp import RtspServer, RtspServerFactory, SilentRtspServer
+from tests.fixtures.vcn import VcnPlatform
+from tests.sources.resolvers.helpers import settings as agent_settings
+from tests.sources.resolvers.helpers import spec
 from tests.waiting import wait_until
 
 FAST = StreamSettings(open_timeout_s=2.0, read_timeout_s=2.0, stall_timeout_s=2.0)
-QUICK_BACKOFF = Backoff(initial=0.2, maximum=1.0)
+QUICK = BackoffPolicy(first_s=0.2, max_s=1.0)
 
 
 def target(url: str, **kwargs: object) -> Callable[[], StreamTarget]:
-    return lambda: StreamTarget(url, "cam-1", **kwargs)  # type: ignore[arg-type]
+    return lambda: StreamTarget(url, **kwargs)  # type: ignore[arg-type]
 
 
 
@@ -132,26 +138,15 @@ def test_a_picture_split_over_packets_is_decoded_whole(rtsp_server: RtspServerFa
     assert status.frames_decoded <= status.frames_sampled + 1  # one picture per keyframe, not two
 
 
-def test_raising_the_rate_turns_keyframe_only_off(rtsp_server: RtspServerFactory) -> None:
-    server = rtsp_server(gop=10)  # 0.4 s GOP: keyframe-only is measured quickly
-    with running(VideoStream(0, target(server.url), FAST, 1.0)) as stream:
-        wait_until(lambda: stream.status().keyframe_only, 10, "keyframe-only on")
-        stream.set_target_fps(5.0)
-        wait_until(lambda: not stream.status().keyframe_only, 10, "keyframe-only off")
-        stream.take()
-        frames = collect(stream, 6, timeout=10)
-    assert statistics.median(gaps(frames)) == pytest.approx(0.2, abs=0.05)
-
-
 def test_killed_server_reconnects_on_the_same_object_when_it_returns(rtsp_server: RtspServerFactory) -> None:
     server = rtsp_server()
     resolutions: list[float] = []
 
     def resolve() -> StreamTarget:
         resolutions.append(time.monotonic())
-        return StreamTarget(server.url, "cam-1")
+        return StreamTarget(server.url)
 
-    with running(VideoStream(0, resolve, FAST, 5.0, backoff=QUICK_BACKOFF)) as stream:
+    with running(VideoStream(0, resolve, FAST, 5.0, backoff=Backoff(QUICK))) as stream:
         assert collect(stream, 2, timeout=10)
         server.stop()
         wait_until(lambda: state_of(stream) is StreamState.RECONNECTING, 10, "RECONNECTING after the kill")
@@ -170,7 +165,7 @@ def test_killed_server_reconnects_on_the_same_object_when_it_returns(rtsp_server
 def test_paused_server_is_detected_as_stalled_and_recovers(rtsp_server: RtspServerFactory) -> None:
     server = rtsp_server()
     settings = StreamSettings(open_timeout_s=1.0, read_timeout_s=5.0, stall_timeout_s=1.0)
-    with running(VideoStream(0, target(server.url), settings, 5.0, backoff=QUICK_BACKOFF)) as stream:
+    with running(VideoStream(0, target(server.url), settings, 5.0, backoff=Backoff(QUICK))) as stream:
         assert collect(stream, 2, timeout=10)
         server.pause()
         try:
@@ -187,7 +182,7 @@ def test_paused_server_is_detected_as_stalled_and_recovers(rtsp_server: RtspServ
 def test_server_that_never_answers_is_stalled(silent_rtsp: SilentRtspServer) -> None:
     settings = StreamSettings(open_timeout_s=0.5, read_timeout_s=0.5, stall_timeout_s=1.0)
     seen: set[StreamState] = set()
-    with running(VideoStream(0, target(silent_rtsp.url), settings, 5.0, backoff=QUICK_BACKOFF)) as stream:
+    with running(VideoStream(0, target(silent_rtsp.url), settings, 5.0, backoff=Backoff(QUICK))) as stream:
         def stalled_seen() -> bool:
             seen.add(state_of(stream))  # STALLED lasts only until the next reconnect: remember it
             return StreamState.STALLED in seen
@@ -206,13 +201,13 @@ def test_credentials_never_reach_logs_or_status(
     caplog.set_level(logging.DEBUG)
     seen_errors: list[str] = []
     with running(VideoStream(0, target(server.url_with("admin", password)), FAST, 5.0,
-                             backoff=QUICK_BACKOFF)) as stream:
+                             backoff=Backoff(QUICK))) as stream:
         assert collect(stream, 2, timeout=10)
         server.stop()  # the failure path logs errors that may quote the URL
         wait_until(lambda: stream.status().last_error is not None, 10, "an error")
         seen_errors.append(str(stream.status()))
     refused = f"rtsp://admin:{password}@127.0.0.1:{free_port()}/nothing"
-    with running(VideoStream(1, target(refused), FAST, 5.0, backoff=QUICK_BACKOFF)) as stream:
+    with running(VideoStream(1, target(refused), FAST, 5.0, backoff=Backoff(QUICK))) as stream:
         wait_until(lambda: stream.status().last_error is not None, 10, "connection refused")
         seen_errors.append(str(stream.status()))
     assert caplog.records
@@ -227,7 +222,7 @@ def test_eight_concurrent_streams_in_one_process(rtsp_h264: RtspServer) -> None:
     streams = [VideoStream(i, target(rtsp_h264.url), FAST, 5.0, wakeup=wakeup, name=f"cam{i}")
                for i in range(8)]
     broken = VideoStream(8, target(f"rtsp://127.0.0.1:{free_port()}/gone"), FAST, 5.0, wakeup=wakeup,
-                         name="broken", backoff=QUICK_BACKOFF)
+                         name="broken", backoff=Backoff(QUICK))
     broken.start()
     for stream in streams:
         stream.start()
@@ -245,7 +240,7 @@ def test_eight_concurrent_streams_in_one_process(rtsp_h264: RtspServer) -> None:
         assert all(s.status().state is StreamState.RUNNING for s in streams)
         assert {thread.name for thread in threading.enumerate()} >= {f"cam{i}" for i in range(8)}
         # one input that cannot connect does not disturb the others
-        assert broken.status().state is StreamState.RECONNECTING and broken.status().reconnects >= 1
+        assert broken.status().state is StreamState.RECONNECTING and broken.status().last_error is not None
     finally:
         broken.stop()
         for stream in streams:
@@ -302,7 +297,7 @@ def test_corrupt_file_is_decoded_past_the_damage_and_ends(make_clip: Callable[..
 
 def test_missing_file_retries_with_a_masked_error(tmp_path: Path) -> None:
     missing = tmp_path / "nothing.mp4"
-    with running(VideoStream(0, target(str(missing), is_file=True), FAST, 1.0, backoff=QUICK_BACKOFF)) as stream:
+    with running(VideoStream(0, target(str(missing), is_file=True), FAST, 1.0, backoff=Backoff(QUICK))) as stream:
         wait_until(lambda: stream.status().reconnects >= 2, 10, "retries")
         status = stream.status()
     assert status.state is StreamState.RECONNECTING
@@ -313,7 +308,7 @@ def test_rtsp_file_source_is_live_and_its_end_is_a_disconnect(
     rtsp_server: RtspServerFactory, make_clip: Callable[..., Path]
 ) -> None:
     server = rtsp_server(file=make_clip(codec="h265", seconds=2.0), codec="h265")
-    with running(VideoStream(0, target(server.url), FAST, 5.0, backoff=QUICK_BACKOFF)) as stream:
+    with running(VideoStream(0, target(server.url), FAST, 5.0, backoff=Backoff(QUICK))) as stream:
         frames = collect(stream, 3, timeout=10)
         wait_until(lambda: stream.status().reconnects >= 1, 15, "a reconnect after the server's file ended")
     assert len(frames) == 3 and frames[0].width == 320
@@ -328,9 +323,9 @@ def test_resolver_failures_are_retried_and_masked(make_clip: Callable[..., Path]
         calls += 1
         if calls < 3:
             raise ConnectionError("lookup of rtsp://admin:hunter22@cam/1 failed")
-        return StreamTarget(str(clip), "cam-1", is_file=True)
+        return StreamTarget(str(clip), is_file=True)
 
-    with running(VideoStream(0, resolve, FAST, 0, realtime_files=False, backoff=QUICK_BACKOFF)) as stream:
+    with running(VideoStream(0, resolve, FAST, 0, realtime_files=False, backoff=Backoff(QUICK))) as stream:
         wait_until(lambda: stream.status().last_error is not None, 5, "a resolve error")
         error = stream.status().last_error or ""
         assert "hunter22" not in error and "resolve failed" in error
@@ -342,9 +337,10 @@ def test_request_reconnect_resolves_again_without_backoff(rtsp_h264: RtspServer)
     urls = [rtsp_h264.url]
 
     def resolve() -> StreamTarget:
-        return StreamTarget(urls[-1], "cam-1")
+        return StreamTarget(urls[-1])
 
-    with running(VideoStream(0, resolve, FAST, 5.0, backoff=Backoff(initial=60.0))) as stream:
+    slow = Backoff(BackoffPolicy(first_s=60.0, max_s=60.0))
+    with running(VideoStream(0, resolve, FAST, 5.0, backoff=slow)) as stream:
         assert collect(stream, 1, timeout=10)
         urls.append(rtsp_h264.url + "?moved=1")
         stream.request_reconnect("camera URL changed")
@@ -362,3 +358,111 @@ def test_a_slow_consumer_drops_frames_and_gets_the_newest(rtsp_h264: RtspServer)
     assert newest is not None
     assert status.dropped >= status.frames_sampled - 2
     assert newest.info.stream_time is not None and newest.info.stream_time > 0.5
+
+
+def test_a_dead_camera_is_probed_not_hammered_and_is_back_as_soon_as_it_answers(
+        rtsp_server: RtspServerFactory) -> None:
+    server = rtsp_server()
+    resolutions: list[float] = []
+
+    def resolve() -> StreamTarget:
+        resolutions.append(time.monotonic())
+        return StreamTarget(server.url)
+
+    # backoff alone would retry after 0.05 s, 0.1 s, …; a closed port stretches the wait to the 30 s cap
+    backoff = Backoff(BackoffPolicy(first_s=0.05, max_s=30.0))
+    with running(VideoStream(0, resolve, FAST, 5.0, backoff=backoff, probe_interval_s=0.1)) as stream:
+        assert collect(stream, 2, timeout=10)
+        server.stop()
+        wait_until(lambda: state_of(stream) in (StreamState.RECONNECTING, StreamState.STALLED), 10,
+                   "down after the kill")
+        attempts_at_outage = len(resolutions)
+        probes = stream.status().probes
+        wait_until(lambda: stream.status().probes >= probes + 40, 30, "40 probes of the dead camera")
+        # one full attempt at most (the port may still have been open when the first probe ran)
+        assert len(resolutions) - attempts_at_outage <= 1
+        attempts_before_restart = len(resolutions)
+        server.start()
+        sampled = stream.status().frames_sampled
+        # well before the stretched wait (≥ 24 s) would end: the answering port made the attempt
+        wait_until(lambda: stream.status().frames_sampled > sampled, 20, "frames after the restart")
+        assert state_of(stream) is StreamState.RUNNING
+    assert len(resolutions) == attempts_before_restart + 1  # one full attempt brought it back
+
+
+def test_a_port_that_answers_while_its_stream_fails_keeps_the_backoff(silent_rtsp: SilentRtspServer) -> None:
+    settings = StreamSettings(open_timeout_s=0.3, read_timeout_s=0.3, stall_timeout_s=0.5)
+    resolutions: list[float] = []
+
+    def resolve() -> StreamTarget:
+        resolutions.append(time.monotonic())
+        return StreamTarget(silent_rtsp.url)
+
+    backoff = Backoff(BackoffPolicy(first_s=30.0, max_s=30.0))
+    with running(VideoStream(0, resolve, settings, 5.0, backoff=backoff, probe_interval_s=0.1)) as stream:
+        wait_until(lambda: stream.status().probes >= 40, 40, "40 probes of the answering port")
+        status = stream.status()
+    assert len(resolutions) == 1  # the probes answered all along: no attempt before the backoff ends
+    assert status.state is StreamState.STALLED and status.stalls == 1
+
+
+def test_a_lookup_refused_for_good_is_not_retried_until_a_change_is_reported() -> None:
+    refused: list[float] = []
+    retried: list[float] = []
+
+    def refuse() -> StreamTarget:
+        refused.append(time.monotonic())
+        raise ResolveError("VCN 10.0.0.9:18531: login as edge refused with resultCode 119101201", retryable=False)
+
+    def fail() -> StreamTarget:
+        retried.append(time.monotonic())
+        raise ResolveError("lookup https://lookup.example/x: no complete reply within 10 s")
+
+    quick = BackoffPolicy(first_s=0.05, max_s=0.1)
+    with running(VideoStream(0, refuse, FAST, 1.0, backoff=Backoff(quick))) as stream, \
+            running(VideoStream(1, fail, FAST, 1.0, backoff=Backoff(quick))) as retrying:
+        wait_until(lambda: state_of(stream) is StreamState.FAILED, 10, "FAILED")
+        # a window counted by the retryable input's attempts: ten of them, while the refused one waits
+        wait_until(lambda: len(retried) >= 10, 20, "ten retries of the retryable input")
+        assert len(refused) == 1
+        status = stream.status()
+        assert status.last_error is not None and "refused with resultCode 119101201" in status.last_error
+        assert "not retried" in status.last_error
+        assert state_of(retrying) is StreamState.RECONNECTING
+        stream.request_reconnect("the camera's URL changed")
+        wait_until(lambda: len(refused) == 2, 10, "one more attempt after a reported change")
+        wait_until(lambda: state_of(stream) is StreamState.FAILED, 10, "FAILED again")
+
+
+def test_a_refused_vcn_login_is_tried_once_per_start_of_the_task(vcn_platform: VcnPlatform, tmp_path: Path) -> None:
+    vcn_platform.cameras.update({"a#d": "rtsp://127.0.0.1:9/a", "b#d": "rtsp://127.0.0.1:9/b"})
+    vcn = {"ip": vcn_platform.host, "port": vcn_platform.port, "username": vcn_platform.username,
+           "password": "not-the-password"}
+    task = spec("vcn", {"device_id": "a#d", "stream_type": 1}, {"device_id": "b#d", "stream_type": 1}, vcn=vcn)
+    resolvers = ResolverSet(agent_settings(tmp_path), vcn_keepalive_s=0.05)  # the keep-alive must not log in either
+    quick = BackoffPolicy(first_s=0.05, max_s=0.1)
+    clock_calls: list[float] = []
+
+    def fail() -> StreamTarget:
+        clock_calls.append(time.monotonic())
+        raise ResolveError("lookup failed")
+
+    def start_task() -> list[VideoStream]:
+        return [VideoStream(index, resolvers.resolver_for(task, "t1", index), FAST, 1.0, backoff=Backoff(quick))
+                for index in range(2)]
+
+    try:
+        inputs = start_task()
+        with running(inputs[0]), running(inputs[1]), \
+                running(VideoStream(2, fail, FAST, 1.0, backoff=Backoff(quick))):
+            wait_until(lambda: all(state_of(s) is StreamState.FAILED for s in inputs), 15, "both inputs FAILED")
+            wait_until(lambda: len(clock_calls) >= 10, 20, "ten retries of a retryable input")
+            assert vcn_platform.count("/loginInfo/login/v1.0") == 1  # two inputs, one account: one refused login
+            assert all("refused with resultCode" in (s.status().last_error or "") for s in inputs)
+        restarted = start_task()  # the task is started again: one more try
+        with running(restarted[0]), running(restarted[1]):
+            wait_until(lambda: all(state_of(s) is StreamState.FAILED for s in restarted), 15, "FAILED again")
+        assert vcn_platform.count("/loginInfo/login/v1.0") == 2
+        assert vcn_platform.count("/video/rtspurl/v1.0") == 0
+    finally:
+        resolvers.close()

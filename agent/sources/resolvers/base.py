@@ -2,7 +2,8 @@
 
 A resolver turns one task input into a playable :class:`StreamTarget`. The stream calls it again on
 every (re)connect because lookups (VCN, RESTful services, the device twin) hand out URLs that expire
-or change; ``check`` is the static part that runs when a task is created and never touches the network.
+or change; ``check`` runs when a task is created, and only the obs resolver asks the network there (does
+the object exist and may it be read).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 from urllib.parse import urlsplit
 
-from agent.redact import mask_text, secrets
+from agent.redact import mask_text
 from agent.sources.target import StreamTarget
 from agent.tasks.model import TaskInputData, TaskInputVcn
 
@@ -39,7 +40,7 @@ class InputRef:
     """One input of one task, as a resolver sees it.
 
     ``field`` is where errors point (``input.data[2]``, or the agent config entry a video source
-    came from); ``source_id`` is what results name as ``stream_id``.
+    came from). What results name as ``stream_id`` is ``registry.source_id_of``'s business.
     """
 
     kind: str
@@ -47,7 +48,6 @@ class InputRef:
     vcn: TaskInputVcn | None
     index: int
     field: str
-    source_id: str
     task_id: str = ""
 
 
@@ -65,11 +65,16 @@ class InputResolver(ABC):
     kind: ClassVar[str]
 
     def check(self, ref: InputRef) -> None:  # noqa: B027 - most kinds have no static check beyond the model's
-        """Static checks at create time; raises ``ApiError`` naming the field. No network I/O."""
+        """Checks at create time; raises ``ApiError`` naming the field. No network I/O, except that an obs
+        input asks its store whether the object exists and may be read."""
 
     @abstractmethod
     def resolve(self, ref: InputRef) -> StreamTarget:
         """A playable target for ``ref``; raises :class:`ResolveError` with a masked message."""
+
+    def begin(self, ref: InputRef) -> None:  # noqa: B027 - only resolvers that remember refusals act on it
+        """A stream of ``ref`` is being built (its task starts, restarts or was updated): forget what earlier
+        runs concluded for good (a refused login), so this run may try once more."""
 
     def watch(self, ref: InputRef, on_change: OnChange) -> Unsubscribe:
         """Call ``on_change(reason)`` when the input's URL changes; returns the unsubscribe function."""
@@ -77,24 +82,6 @@ class InputResolver(ABC):
 
     def close(self) -> None:  # noqa: B027 - stateless resolvers have nothing to release
         """Release sessions, threads and connections."""
-
-
-def register_secrets(data: TaskInputData, vcn: TaskInputVcn | None) -> None:
-    """Make every secret of an input known to the log masker before anything can log it."""
-    if vcn is not None:
-        secrets.add(vcn.password)
-    if data.headers:
-        secrets.add_all(data.headers.values())
-    if data.url:
-        register_url_secret(data.url)
-
-
-def register_url_secret(url: str) -> None:
-    try:
-        password = urlsplit(url).password
-    except ValueError:
-        return
-    secrets.add(password)
 
 
 def check_remote_url(url: object, what: str) -> str:
@@ -113,5 +100,4 @@ def check_remote_url(url: object, what: str) -> str:
         raise ResolveError(
             f"{what} must be an {'/'.join(sorted(REMOTE_SCHEMES))} URL with a host, not {mask_text(url)!r}"
         )
-    register_url_secret(url)
     return url

@@ -22,7 +22,6 @@ from agent.sources.resolvers.base import (
     Unsubscribe,
     check_remote_url,
     no_unsubscribe,
-    register_url_secret,
 )
 from agent.sources.resolvers.twin import (
     DeviceTwinClient,
@@ -86,8 +85,6 @@ class EdgeCameraResolver(InputResolver):
                  timeout_s: float = LOOKUP_TIMEOUT_S) -> None:
         self._node_id = node_id
         self._cameras = {camera.id: camera.url for camera in cameras}
-        for url in self._cameras.values():
-            register_url_secret(url)
         self._twin = twin
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
@@ -116,7 +113,7 @@ class EdgeCameraResolver(InputResolver):
         with self._lock:
             self._known[(ref.task_id, ref.index)] = url
         log.info("edgecamera %s resolved to %s", camera_id, mask_url(url))
-        return StreamTarget(url=url, source_id=ref.source_id)
+        return StreamTarget(url=url)
 
     def _from_twin(self, camera_id: str) -> tuple[str | None, str | None]:
         """(url, None) from EdgeCore, or (None, why not)."""
@@ -146,7 +143,6 @@ class EdgeCameraResolver(InputResolver):
             url = url_in_update(topic, payload)
             if url is None:
                 return
-            register_url_secret(url)
             with self._lock:
                 if self._known.get(key) == url:
                     return

@@ -11,6 +11,7 @@ import httpx
 
 from agent.redact import mask_url
 from agent.sources.resolvers.base import InputRef, InputResolver, ResolveError, check_remote_url
+from agent.sources.resolvers.http_deadline import DeadlineTransport
 from agent.sources.target import StreamTarget
 from agent.tasks.errors import invalid
 
@@ -43,7 +44,7 @@ def walk(document: Any, path: str) -> Any:
                 raise PathError(f"no key {segment!r} at {where}")
             node = node[segment]
         elif isinstance(node, list):
-            if not segment.isdigit():
+            if not (segment.isascii() and segment.isdigit()):  # "²" is a digit to str.isdigit, not to int()
                 raise PathError(f"{where} is a list; {segment!r} is not an index")
             position = int(segment)
             if position >= len(node):
@@ -90,13 +91,14 @@ class RestfulResolver(InputResolver):
             raise ResolveError(f"restful lookup {mask_url(url)}: rtsp_path_in_response {path!r}: {exc}") from None
         stream_url = check_remote_url(leaf, f"restful lookup {mask_url(url)}: the value at {path!r}")
         log.info("restful input %d of task %s resolved to %s", ref.index, ref.task_id, mask_url(stream_url))
-        return StreamTarget(url=stream_url, source_id=ref.source_id)
+        return StreamTarget(url=stream_url)
 
     def _fetch(self, url: str, headers: dict[str, str], *, verify: bool) -> Any:
         where = f"restful lookup {mask_url(url)}"
-        deadline = time.monotonic() + self._timeout_s
+        # one deadline from connect to the last byte, redirects included (see http_deadline)
+        transport = DeadlineTransport(time.monotonic() + self._timeout_s, verify=verify)
         try:
-            with httpx.Client(verify=verify, timeout=self._timeout_s, follow_redirects=True,
+            with httpx.Client(transport=transport, timeout=self._timeout_s, follow_redirects=True,
                               max_redirects=MAX_REDIRECTS) as client, \
                     client.stream("GET", url, headers=headers) as response:
                 if not response.is_success:
@@ -112,13 +114,10 @@ class RestfulResolver(InputResolver):
                     if len(body) > self._max_bytes:
                         raise ResolveError(f"{where}: the reply is larger than {self._max_bytes} bytes",
                                            retryable=False)
-                    # httpx's timeout bounds each read; a server that trickles bytes must not hold us longer
-                    if time.monotonic() > deadline:
-                        raise ResolveError(f"{where}: no complete reply within {self._timeout_s:g} s")
         except httpx.TooManyRedirects:
             raise ResolveError(f"{where}: more than {MAX_REDIRECTS} redirects", retryable=False) from None
         except httpx.TimeoutException:
-            raise ResolveError(f"{where}: no reply within {self._timeout_s:g} s") from None
+            raise ResolveError(f"{where}: no complete reply within {self._timeout_s:g} s") from None
         except httpx.HTTPError as exc:
             raise ResolveError(f"{where}: {type(exc).__name__}: {exc}") from None
         try:

@@ -33,13 +33,14 @@ def local_path(url: str) -> str | None:
     return None
 
 
-def contained_file(path: str, media_roots: Sequence[Path]) -> Path:
+def contained_file(path: str, media_roots: Sequence[Path], *, setting: str = "media_roots") -> Path:
     """The real path of ``path`` if it is an existing file inside a media root; else LocalFileError.
 
-    Symlinks and ``..`` are resolved first, so neither can lead out of a root.
+    Symlinks and ``..`` are resolved first, so neither can lead out of a root. ``setting`` names the
+    roots in messages (model files obey the same rules under ``models_roots``).
     """
     if not media_roots:
-        raise LocalFileError("local files are disabled: the agent has no media_roots")
+        raise LocalFileError(f"local files are disabled: the agent has no {setting}")
     if not os.path.isabs(path):
         raise LocalFileError("a local file must be named by its absolute path")
     real = Path(os.path.realpath(path))
@@ -47,9 +48,9 @@ def contained_file(path: str, media_roots: Sequence[Path]) -> Path:
         real_root = Path(os.path.realpath(root))
         if real == real_root or real_root in real.parents:
             if not real.is_file():
-                raise LocalFileError("no such file under the media roots")
+                raise LocalFileError(f"no such file under the {setting}")
             return real
-    raise LocalFileError("the file is outside the agent's media_roots")
+    raise LocalFileError(f"the file is outside the agent's {setting}")
 
 
 def scheme_of(url: str) -> str:
@@ -85,19 +86,19 @@ class UrlResolver(InputResolver):
             raise invalid(field, "the URL names no host")
 
     def resolve(self, ref: InputRef) -> StreamTarget:
-        return self.target(ref.data.url or "", ref.source_id)
+        return self.target(ref.data.url or "")
 
-    def target(self, url: str, source_id: str) -> StreamTarget:
+    def target(self, url: str) -> StreamTarget:
         try:
             path = local_path(url)
             if path is not None:
                 real = contained_file(path, self._media_roots)
-                return StreamTarget(url=str(real), source_id=source_id, is_file=True)
+                return StreamTarget(url=str(real), is_file=True)
         except LocalFileError as exc:
             raise ResolveError(f"{mask_url(url)}: {exc}", retryable=False) from None
         scheme = scheme_of(url)
         if scheme not in REMOTE_SCHEMES:
             raise ResolveError(f"{mask_url(url)}: unsupported scheme {scheme!r}", retryable=False)
         is_file = scheme in ("http", "https") and Path(urlsplit(url).path).suffix.lower() in FILE_SUFFIXES
-        return StreamTarget(url=url, source_id=source_id, is_file=is_file)
+        return StreamTarget(url=url, is_file=is_file)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -59,10 +60,15 @@ class VcnSession:
                                     follow_redirects=False)
         self._lock = threading.Lock()  # one login at a time; guards the fields below
         self._logged_in = False
-        self._refused = False  # the last login was refused: only a lookup may try again, never the keep-alive
+        # A refused login, answered to every lookup without asking the platform again (repeating it would
+        # lock the account) until a task using the account starts again or brings another password.
+        self._refusal: str | None = None
         self._generation = 0  # bumped by every login, so concurrent inputs re-login only once per expiry
         self._stop = threading.Event()
         self._keepalive: threading.Thread | None = None
+        # the password and the session cookie stay masked while this session may use them, and no longer
+        self._secrets_owner = f"vcn-session:{uuid.uuid4().hex}"
+        secrets.register(self._secrets_owner, [password])
 
     def set_password(self, password: str) -> None:
         """A task brought a different password for this account: use it from the next login on."""
@@ -70,6 +76,14 @@ class VcnSession:
             if password != self._password:
                 self._password = password
                 self._logged_in = False
+                # the old session cookie is still sent until the next login replaces it
+                secrets.register(self._secrets_owner, [password, self._client.cookies.get(SESSION_COOKIE)])
+                self._refusal = None
+
+    def allow_login(self) -> None:
+        """A task using this account starts (again): its lookup may try a refused login once more."""
+        with self._lock:
+            self._refusal = None
 
     def rtsp_url(self, device_id: str, stream_type: int) -> str:
         generation = self._ensure_login()
@@ -99,6 +113,8 @@ class VcnSession:
     def _ensure_login(self) -> int:
         with self._lock:
             if not self._logged_in:
+                if self._refusal is not None:
+                    raise ResolveError(self._refusal, retryable=False)
                 self._login_locked()
             return self._generation
 
@@ -114,14 +130,13 @@ class VcnSession:
         body = self._json(response, "login")
         code = body.get("resultCode", "missing")
         if code not in ACCEPTED_LOGIN_CODES:
-            self._refused = True
             # Not retryable: repeating a refused login would lock the account on most platforms.
-            raise ResolveError(f"{self.where}: login as {self._username} refused with resultCode {code}",
-                               retryable=False)
+            self._refusal = f"{self.where}: login as {self._username} refused with resultCode {code}"
+            raise ResolveError(self._refusal, retryable=False)
         session_id = self._client.cookies.get(SESSION_COOKIE)
         if not session_id:
             raise ResolveError(f"{self.where}: login answered without a {SESSION_COOKIE} cookie")
-        secrets.add(session_id)
+        secrets.register(self._secrets_owner, [self._password, session_id])
         if code == PASSWORD_EXPIRED:
             log.warning("%s: the password of %s has expired; change it on the platform", self.where,
                         self._username)
@@ -131,7 +146,7 @@ class VcnSession:
         else:
             log.info("%s: logged in as %s", self.where, self._username)
         self._logged_in = True
-        self._refused = False
+        self._refusal = None
         self._generation += 1
         if self._keepalive is None:
             self._keepalive = threading.Thread(target=self._keep_alive, daemon=True,
@@ -143,7 +158,7 @@ class VcnSession:
             try:
                 with self._lock:
                     if not self._logged_in:
-                        if not self._refused:
+                        if self._refusal is None:
                             self._login_locked()
                         continue
                 response = self._call("GET", KEEPALIVE_PATH)
@@ -168,6 +183,7 @@ class VcnSession:
                     log.warning("%s (logout)", exc)
                 self._logged_in = False
         self._client.close()
+        secrets.forget(self._secrets_owner)
 
     def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
@@ -212,10 +228,17 @@ class VcnResolver(InputResolver):
         session = self.session(ref.vcn.ip, ref.vcn.port, ref.vcn.username, ref.vcn.password)
         url = session.rtsp_url(ref.data.device_id or "", ref.data.stream_type or 1)
         # protocolType 2 asks the platform for RTSP over TCP
-        return StreamTarget(url=url, source_id=ref.source_id, transport="tcp")
+        return StreamTarget(url=url, transport="tcp")
+
+    def begin(self, ref: InputRef) -> None:
+        if ref.vcn is None:
+            return
+        with self._lock:
+            session = self._sessions.get((ref.vcn.ip, ref.vcn.port, ref.vcn.username))
+        if session is not None:
+            session.allow_login()
 
     def session(self, ip: str, port: int, username: str, password: str) -> VcnSession:
-        secrets.add(password)
         with self._lock:
             session = self._sessions.get((ip, port, username))
             if session is None:

@@ -16,7 +16,6 @@ from agent.sources.resolvers.base import (
     OnChange,
     ResolveError,
     Unsubscribe,
-    register_secrets,
 )
 from agent.sources.target import StreamTarget
 from agent.tasks.errors import ApiError, invalid
@@ -31,15 +30,9 @@ class VideoSourceResolver(InputResolver):
     def __init__(self, video_sources: Sequence[VideoSource], resolvers: Mapping[str, InputResolver]) -> None:
         self._sources = {source.id: source for source in video_sources}
         self._resolvers = resolvers
-        for source in video_sources:
-            try:
-                target = self._target_of(source)
-            except ValueError:
-                continue  # reported when a task names it
-            register_secrets(target.data, target.vcn)
 
     def expand(self, ref: InputRef) -> InputRef:
-        """The input the registry entry stands for, keeping the video source id as the stream id."""
+        """The input the registry entry stands for."""
         source_id = ref.data.video_source_id or ""
         source = self._sources.get(source_id)
         if source is None:
@@ -50,13 +43,12 @@ class VideoSourceResolver(InputResolver):
         except ValueError as exc:
             raise invalid(f"{ref.field}.video_source_id", f"video source {source_id!r} is misconfigured: {exc}",
                           "Fix the entry under [[video_sources]] in agent.toml.") from None
-        return replace(target, index=ref.index, source_id=source_id, task_id=ref.task_id)
+        return replace(target, index=ref.index, task_id=ref.task_id)
 
     def _target_of(self, source: VideoSource) -> InputRef:
         where = f"video_sources[{source.id}]"
         if source.url is not None:
-            return InputRef(kind="url", data=TaskInputData(url=source.url), vcn=None, index=0,
-                            field=where, source_id=source.id)
+            return InputRef(kind="url", data=TaskInputData(url=source.url), vcn=None, index=0, field=where)
         body = dict(source.input or {})
         data = body.get("data")
         body["data"] = [data] if isinstance(data, dict) else data
@@ -67,7 +59,7 @@ class VideoSourceResolver(InputResolver):
         if parsed.type not in self._resolvers or parsed.type == self.kind:
             raise ValueError(f"input.type {parsed.type!r} cannot back a video source")
         return InputRef(kind=parsed.type, data=parsed.data[0], vcn=parsed.vcn, index=0,
-                        field=f"{where}.input.data", source_id=source.id)
+                        field=f"{where}.input.data")
 
     def check(self, ref: InputRef) -> None:
         target = self.expand(ref)
@@ -83,6 +75,13 @@ class VideoSourceResolver(InputResolver):
         except ApiError as exc:
             raise ResolveError(exc.detail, retryable=False) from None
         return self._resolvers[target.kind].resolve(target)
+
+    def begin(self, ref: InputRef) -> None:
+        try:
+            target = self.expand(ref)
+        except ApiError:
+            return
+        self._resolvers[target.kind].begin(target)
 
     def watch(self, ref: InputRef, on_change: OnChange) -> Unsubscribe:
         try:

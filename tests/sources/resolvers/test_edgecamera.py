@@ -25,7 +25,7 @@ from tests.waiting import wait_until
 
 def ref(camera_id: str, task_id: str = "task-a", index: int = 0) -> InputRef:
     return InputRef(kind="edgecamera", data=TaskInputData(id=camera_id), vcn=None, index=index,
-                    field=f"input.data[{index}]", source_id=camera_id, task_id=task_id)
+                    field=f"input.data[{index}]", task_id=task_id)
 
 
 class Changes:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent.sources.resolvers import ResolveError, ResolverSet
+from agent.sources.resolvers.registry import source_id_of
 from agent.tasks.errors import ApiError
 from tests.fixtures.edgecore import Device, EdgeCore
 from tests.fixtures.ports import free_port
@@ -50,12 +51,14 @@ def test_check_does_no_network_io(resolvers: ResolverSet, vcn_platform: VcnPlatf
     assert vcn_platform.calls == []
 
 
-def test_source_ids_follow_the_input_kind(resolvers: ResolverSet) -> None:
+def test_source_ids_follow_the_input_kind() -> None:
     task = spec("url", {"url": "rtsp://a/1", "stream_name": "front-door"}, {"url": "rtsp://a/2"})
-    assert resolvers.resolver_for(task, "t1", 0)().source_id == "front-door"
-    assert resolvers.resolver_for(task, "t1", 1)().source_id == "input-1"
-    assert resolvers.resolver_for(spec("edgecamera", {"id": "cam-1"}), "t1", 0)().source_id == "cam-1"
-    assert resolvers.resolver_for(spec("video_source", {"video_source_id": "gate"}), "t1", 0)().source_id == "gate"
+    assert source_id_of("url", task, 0) == "front-door"
+    assert source_id_of("url", task, 1) == "input-1"
+    assert source_id_of("edgecamera", spec("edgecamera", {"id": "cam-1"}), 0) == "cam-1"
+    assert source_id_of("video_source", spec("video_source", {"video_source_id": "gate"}), 0) == "gate"
+    vcn = {"ip": "10.0.0.2", "port": 443, "username": "u", "password": "p"}
+    assert source_id_of("vcn", spec("vcn", {"device_id": "a#d", "stream_type": 1}, vcn=vcn), 0) == "a#d"
 
 
 def test_the_resolver_is_called_again_on_every_reconnect(resolvers: ResolverSet, tmp_path: Path) -> None:
@@ -83,7 +86,7 @@ def test_vcn_inputs_share_one_session_and_close_logs_out(tmp_path: Path, vcn_pla
     second = spec("vcn", {"device_id": "b#d", "stream_type": 2}, vcn=vcn)
     resolvers = ResolverSet(settings(tmp_path), vcn_keepalive_s=600)
     try:
-        assert resolvers.resolver_for(first, "t1", 0)().source_id == "a#d"
+        assert resolvers.resolver_for(first, "t1", 0)().url == "rtsp://10.0.0.5/a"
         assert resolvers.resolver_for(second, "t2", 0)().url == "rtsp://10.0.0.5/b"
         assert vcn_platform.count("/loginInfo/login/v1.0") == 1
     finally:

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.redact import secrets
 from agent.sources.resolvers.base import InputRef, ResolveError
 from agent.sources.resolvers.restful import PathError, RestfulResolver, split_path, walk
 from agent.tasks.errors import ApiError
@@ -64,7 +65,7 @@ def test_walk_errors_say_which_segment_failed() -> None:
 
 def ref(url: str, path: str, headers: dict[str, str] | None = None, check: bool = False) -> InputRef:
     data = TaskInputData(url=url, rtsp_path_in_response=path, headers=headers, certificate_check=check)
-    return InputRef(kind="restful", data=data, vcn=None, index=0, field="input.data[0]", source_id="input-0",
+    return InputRef(kind="restful", data=data, vcn=None, index=0, field="input.data[0]",
                     task_id="t1")
 
 
@@ -83,7 +84,6 @@ def test_nested_path_with_list_index_and_headers(restful_server: LookupServer) -
         {"url": "rtsp://cam/sub"}, {"url": "rtsp://user:pw123@cam/main"}]}})
     target = RestfulResolver().resolve(ref(url, "data/streams/1/url", {"X-Auth-Token": "tok-abc-123"}))
     assert target.url == "rtsp://user:pw123@cam/main"
-    assert target.source_id == "input-0"
     (path, headers), = restful_server.requests
     assert path == "/api/streams?camera=7"
     assert headers["x-auth-token"] == "tok-abc-123"
@@ -142,13 +142,27 @@ def test_oversized_replies_are_refused_with_or_without_content_length(restful_se
 @pytest.mark.integration
 def test_slow_servers_time_out(restful_server: LookupServer) -> None:
     slow = restful_server.json("/slow", {"url": "rtsp://x/1"}, delay_s=3.0)
-    with pytest.raises(ResolveError, match=r"no reply within 0\.5 s") as caught:
+    with pytest.raises(ResolveError, match=r"no complete reply within 0\.5 s") as caught:
         RestfulResolver(timeout_s=0.5).resolve(ref(slow, "url"))
     assert caught.value.retryable
     # bytes that keep coming, each within the read timeout, still may not hold the lookup past its deadline
     trickle = restful_server.json("/trickle", {"url": "rtsp://x/1", "pad": "x" * 40}, trickle_s=0.05)
     with pytest.raises(ResolveError, match=r"within 0\.5 s"):
         RestfulResolver(timeout_s=0.5).resolve(ref(trickle, "url"))
+
+
+@pytest.mark.integration
+def test_a_server_trickling_its_headers_is_held_to_the_deadline(restful_server: LookupServer) -> None:
+    # ~130 header bytes at one per 0.05 s: every read is quick, the whole head takes 6-7 s, the deadline is 1 s
+    trickle = restful_server.json("/trickle-head", {"url": "rtsp://x/1"}, trickle_head_s=0.05)
+    with pytest.raises(ResolveError, match=r"no complete reply within 1 s") as caught:
+        RestfulResolver(timeout_s=1.0).resolve(ref(trickle, "url"))
+    assert caught.value.retryable
+    assert restful_server.hits("/trickle-head") == 1
+    assert restful_server.trickled_heads == []  # given up during the head, not after it
+    # the same server answering at once is resolved: the deadline is what cut the trickle short
+    prompt = restful_server.json("/prompt", {"url": "rtsp://x/1"})
+    assert RestfulResolver(timeout_s=1.0).resolve(ref(prompt, "url")).url == "rtsp://x/1"
 
 
 @pytest.mark.integration
@@ -184,17 +198,18 @@ def test_unreachable_lookup_server_is_a_retryable_error() -> None:
 @pytest.mark.integration
 def test_header_values_and_url_secrets_stay_out_of_errors_and_logs(
         restful_server: LookupServer, caplog: pytest.LogCaptureFixture) -> None:
-    from agent.sources.resolvers.base import register_secrets
-
     caplog.set_level(logging.DEBUG)
     restful_server.json("/err?token=qs-token-999", {"error": "x"}, status=500)
     url = restful_server.url("/err?token=qs-token-999")
-    data = ref(url, "url", {"Authorization": "Bearer hdr-secret-777"}).data
-    register_secrets(data, None)
-    with pytest.raises(ResolveError) as caught:
-        RestfulResolver().resolve(ref(url, "url", {"Authorization": "Bearer hdr-secret-777"}))
-    ok = restful_server.json("/ok", {"url": "rtsp://admin:cam-pass-555@cam/1"})
-    RestfulResolver().resolve(ref(ok, "url", {"Authorization": "Bearer hdr-secret-777"}))
+    # as in the agent, the task's header values are held by the masker while the task exists
+    secrets.register("task:restful-test", ["Bearer hdr-secret-777"])
+    try:
+        with pytest.raises(ResolveError) as caught:
+            RestfulResolver().resolve(ref(url, "url", {"Authorization": "Bearer hdr-secret-777"}))
+        ok = restful_server.json("/ok", {"url": "rtsp://admin:cam-pass-555@cam/1"})
+        RestfulResolver().resolve(ref(ok, "url", {"Authorization": "Bearer hdr-secret-777"}))
+    finally:
+        secrets.forget("task:restful-test")
     assert "answered HTTP 500" in str(caught.value)
     # httpx itself logs request URLs at INFO: the agent's log setup masks or quiets it; ours must be clean
     text = str(caught.value) + "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("agent"))

@@ -11,9 +11,8 @@ from agent.tasks.errors import ApiError
 from agent.tasks.model import TaskInputData
 
 
-def ref(url: str, source_id: str = "input-0") -> InputRef:
-    return InputRef(kind="url", data=TaskInputData(url=url), vcn=None, index=0, field="input.data[0]",
-                    source_id=source_id)
+def ref(url: str) -> InputRef:
+    return InputRef(kind="url", data=TaskInputData(url=url), vcn=None, index=0, field="input.data[0]")
 
 
 @pytest.fixture
@@ -37,9 +36,7 @@ def media(tmp_path: Path) -> Path:
 def test_network_urls_pass_through(url: str) -> None:
     resolver = UrlResolver([])
     resolver.check(ref(url))
-    target = resolver.resolve(ref(url, "cam-7"))
-    assert target.url == url
-    assert target.source_id == "cam-7"
+    assert resolver.resolve(ref(url)).url == url
 
 
 def test_http_files_play_to_their_end_but_hls_is_live() -> None:

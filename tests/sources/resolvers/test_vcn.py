@@ -22,7 +22,7 @@ def ref(platform: VcnPlatform, device_id: str = "cam01#domain", stream_type: int
     vcn = TaskInputVcn(ip=platform.host, port=platform.port, username=platform.username,
                        password=password or platform.password)
     return InputRef(kind="vcn", data=TaskInputData(device_id=device_id, stream_type=stream_type), vcn=vcn,
-                    index=0, field="input.data[0]", source_id=device_id)
+                    index=0, field="input.data[0]")
 
 
 @pytest.fixture
@@ -36,7 +36,6 @@ def test_login_then_rtsp_url_with_the_documented_request(vcn_platform: VcnPlatfo
     vcn_platform.cameras["cam01#domain"] = "rtsp://10.0.0.5:554/cam01?token=abc"
     target = resolver.resolve(ref(vcn_platform, stream_type=2))
     assert target.url == "rtsp://10.0.0.5:554/cam01?token=abc"
-    assert target.source_id == "cam01#domain"
     assert target.transport == "tcp"
     assert vcn_platform.calls == [("POST", "/loginInfo/login/v1.0"), ("POST", "/video/rtspurl/v1.0")]
     assert vcn_platform.rtsp_requests == [{
@@ -84,6 +83,20 @@ def test_wrong_password_is_a_non_retryable_error_naming_the_code(
     assert vcn_platform.count("/video/rtspurl/v1.0") == 0
     for secret in ("Wrong#Pass-000", vcn_platform.password):
         assert secret not in str(caught.value) + caplog.text
+
+
+def test_a_refused_login_is_answered_from_memory_until_a_task_begins_again(
+        vcn_platform: VcnPlatform, resolver: VcnResolver) -> None:
+    wrong = ref(vcn_platform, password="Wrong#Pass-000")
+    for _ in range(3):  # every input of the account, every lookup: one refusal, asked once
+        with pytest.raises(ResolveError, match=str(WRONG_PASSWORD)) as caught:
+            resolver.resolve(wrong)
+        assert not caught.value.retryable
+    assert vcn_platform.count("/loginInfo/login/v1.0") == 1
+    resolver.begin(wrong)  # a task using the account starts again
+    with pytest.raises(ResolveError, match=str(WRONG_PASSWORD)):
+        resolver.resolve(wrong)
+    assert vcn_platform.count("/loginInfo/login/v1.0") == 2
 
 
 def test_unknown_camera_fails_with_the_platform_code_after_one_fresh_login(
@@ -183,7 +196,7 @@ def test_a_changed_password_is_used_from_the_next_login(vcn_platform: VcnPlatfor
 def test_check_wants_a_real_port(vcn_platform: VcnPlatform) -> None:
     bad = InputRef(kind="vcn", data=TaskInputData(device_id="c", stream_type=1),
                    vcn=TaskInputVcn(ip="127.0.0.1", port=0, username="u", password="p"), index=0,
-                   field="input.data[0]", source_id="c")
+                   field="input.data[0]")
     with pytest.raises(ApiError) as caught:
         VcnResolver(verify=False).check(bad)
     assert caught.value.params == ["input.vcn.port"]
@@ -202,3 +215,17 @@ def test_keepalive_never_repeats_a_refused_login(vcn_platform: VcnPlatform) -> N
         assert vcn_platform.count("/loginInfo/login/v1.0") == 2  # repeated refusals would lock the account
     finally:
         resolver.close()
+
+
+def test_the_session_masks_its_password_and_cookie_until_it_is_closed(vcn_platform: VcnPlatform) -> None:
+    from agent.redact import mask_text
+
+    vcn_platform.cameras["cam01#domain"] = "rtsp://10.0.0.5/cam01"
+    resolver = VcnResolver(verify=False, timeout_s=5.0)
+    try:
+        resolver.resolve(ref(vcn_platform))
+        (cookie,) = vcn_platform.sessions
+        assert mask_text(f"{vcn_platform.password} {cookie}") == "*** ***"
+    finally:
+        resolver.close()
+    assert mask_text(f"{vcn_platform.password} {cookie}") == f"{vcn_platform.password} {cookie}"

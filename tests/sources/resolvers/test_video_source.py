@@ -20,7 +20,7 @@ from tests.fixtures.vcn import VcnPlatform
 
 def ref(source_id: str, index: int = 0) -> InputRef:
     return InputRef(kind="video_source", data=TaskInputData(video_source_id=source_id), vcn=None, index=index,
-                    field=f"input.data[{index}]", source_id=source_id, task_id="t1")
+                    field=f"input.data[{index}]", task_id="t1")
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ def test_a_url_source_resolves_under_the_video_source_id(delegates: dict[str, In
     resolver = make(delegates, {"id": "gate", "url": "rtsp://10.0.0.9/gate"})
     resolver.check(ref("gate"))
     target = resolver.resolve(ref("gate"))
-    assert (target.url, target.source_id) == ("rtsp://10.0.0.9/gate", "gate")
+    assert target.url == "rtsp://10.0.0.9/gate"
 
 
 def test_unknown_ids_are_refused_naming_the_field(delegates: dict[str, InputResolver]) -> None:
@@ -88,7 +88,7 @@ def test_a_vcn_source_logs_in_and_names_the_stream_by_its_own_id(
                 "password": vcn_platform.password}}})
     resolver.check(ref("lobby"))
     target = resolver.resolve(ref("lobby"))
-    assert (target.url, target.source_id, target.transport) == ("rtsp://10.0.0.5/cam01", "lobby", "tcp")
+    assert (target.url, target.transport) == ("rtsp://10.0.0.5/cam01", "tcp")
 
 
 @pytest.mark.integration
