@@ -9,12 +9,11 @@ reconnects, so a request here fails fast and says why.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import certifi
-import urllib3
-from minio import Minio
-from minio.error import InvalidResponseError, S3Error, ServerError
+if TYPE_CHECKING:
+    from minio import Minio
 
 from agent.redact import mask_text
 from agent.settings import ObsSettings
@@ -35,6 +34,11 @@ class StoreFailure:
 
 def new_client(settings: ObsSettings) -> Minio:
     """A thread-safe client on its own keep-alive pool; raises OSError when the secret key file is unreadable."""
+    # minio, urllib3 and certifi are imported by the first use: ~19 MiB that an agent without [obs] never needs
+    import certifi
+    import urllib3
+    from minio import Minio
+
     parts = urlsplit(settings.endpoint)
     timeout = urllib3.Timeout(connect=settings.timeout_s, read=settings.timeout_s)
     verify = settings.verify_tls or settings.ca_file is not None
@@ -55,6 +59,8 @@ def new_client(settings: ObsSettings) -> Minio:
 
 def failure(exc: BaseException) -> StoreFailure:
     """What a client error means for a retry: 5xx, timeouts and network errors heal; other 4xx do not."""
+    from minio.error import InvalidResponseError, S3Error, ServerError
+
     if isinstance(exc, S3Error):
         status = exc.response.status if exc.response is not None else 0
         permanent = 400 <= status < 500 and status not in (408, 429) and exc.code not in _HEALING_CODES

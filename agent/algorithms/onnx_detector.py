@@ -25,12 +25,14 @@ import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import cv2
 import numpy as np
-import onnxruntime
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    import onnxruntime
 
 Layout = Literal["yolov8", "yolov5", "yolox", "ssd"]
 
@@ -82,6 +84,10 @@ def inspect_model(path: Path) -> ModelInfo:
 
 
 def new_session(path: Path, threads: int) -> onnxruntime.InferenceSession:
+    # Imported here, not at the top: ONNX Runtime costs ~37 MiB per process, and only the worker that
+    # runs a model needs it (the main process only validates configs).
+    import onnxruntime
+
     options = onnxruntime.SessionOptions()
     # One task's worker calls the model; more intra-op threads would fight the stream decoders.
     options.intra_op_num_threads = threads

@@ -21,11 +21,13 @@ import io
 import json
 from collections.abc import Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
-
-from minio import Minio
+from typing import TYPE_CHECKING, Any
 
 from agent.algorithms.event import Event
+
+if TYPE_CHECKING:
+    from minio import Minio
+
 from agent.obs_client import failure
 from agent.outputs.envelope import build_envelope, encode_envelope
 from agent.outputs.outbox import QueuedMessage

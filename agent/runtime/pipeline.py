@@ -24,7 +24,7 @@ from agent.algorithms.runner import AlgorithmRunner, RunnerStatus
 from agent.histogram import LatencyHistogram
 from agent.redact import mask_text
 from agent.sources.hub import ConsumerRequest, StreamConsumer, StreamHub, Watch
-from agent.sources.resolvers.registry import source_key
+from agent.sources.source_key import source_key
 from agent.sources.stream import StreamState, StreamStatus
 from agent.sources.target import StreamTarget
 from agent.tasks.model import TaskState

@@ -5,7 +5,7 @@ real cost (docs/benchmarks.md), and it scales with picture size and with how man
 keyframes only when the task's rate allows it, every frame otherwise. A running input's measured size,
 source rate and decode mode replace the assumptions below. A new task goes to the worker with the least
 cost already placed, all its inputs together (one algorithm call takes a frame of each); a task whose
-input names a source some worker already reads (``resolvers.registry.source_key``) goes to that worker,
+input names a source some worker already reads (``sources.source_key``) goes to that worker,
 whose stream hub then decodes it once for all the tasks on it.
 """
 
@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from agent.sources.sampler import DecodeMode, choose_decode_mode
 
-K = TypeVar("K", bound=Hashable)  # what identifies a source (resolvers.registry.SourceKey)
+K = TypeVar("K", bound=Hashable)  # what identifies a source (sources.source_key.SourceKey)
 
 # What a camera usually sends when nothing was measured yet: 720p at 25 fps, a keyframe a second.
 ASSUMED_WIDTH = 1280

@@ -58,7 +58,8 @@ from agent.runtime.worker_protocol import (
 from agent.settings import AgentSettings
 from agent.sources.hub import SharedStreamStatus
 from agent.sources.resolvers.base import ResolveError
-from agent.sources.resolvers.registry import ResolverSet, SourceKey, source_id_of, source_key
+from agent.sources.resolvers.registry import ResolverSet, source_id_of
+from agent.sources.source_key import SourceKey, source_key
 from agent.tasks.errors import ApiError
 from agent.tasks.model import TaskSpec
 from agent.tasks.store import TaskRecord

@@ -31,7 +31,7 @@ from agent.settings import StreamSettings
 from agent.sources.fanout import Consumer
 from agent.sources.frame import Frame
 from agent.sources.resolvers.base import ResolveError
-from agent.sources.resolvers.registry import SourceKey
+from agent.sources.source_key import SourceKey
 from agent.sources.stream import StreamState, StreamStatus, VideoStream
 from agent.sources.target import StreamTarget
 

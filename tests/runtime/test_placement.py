@@ -1,5 +1,5 @@
 """Placement as pure functions: what a task costs and which worker takes it (which source an input reads is
-``resolvers.registry.source_key``, tested in tests/sources/resolvers/test_source_key.py)."""
+``sources.source_key``, tested in tests/sources/resolvers/test_source_key.py)."""
 
 from __future__ import annotations
 

@@ -20,12 +20,14 @@ from agent.runtime.worker_protocol import (
     StatusReport,
     Stopped,
     StopTask,
+    StreamsReport,
     ToWorker,
     WorkerConfig,
     WorkerReady,
 )
 from agent.settings import StreamSettings
 from agent.sources.frame import FrameInfo
+from agent.sources.hub import SharedStreamStatus
 from agent.sources.stream import StreamState
 from agent.sources.target import StreamTarget
 from agent.tasks.model import TaskState, parse_create
@@ -60,7 +62,7 @@ MESSAGES: list[Any] = [
     Reconnect(1, 0, "the camera moved"),
     Committed(5),
     Committed(6, error="OperationalError: database or disk is full"),
-    Resolved(7, StreamTarget("rtsp://cam.local/main", "cam-1", transport="tcp", options={"stimeout": "5"})),
+    Resolved(7, StreamTarget("rtsp://cam.local/main", transport="tcp", options={"stimeout": "5"})),
     Resolved(8, None, error="VCN login refused", retryable=False),
     Shutdown(),
     WorkerReady(4242),
@@ -68,6 +70,8 @@ MESSAGES: list[Any] = [
     Started(2, error="cannot load algorithm x 1.0: no such algorithm is installed"),
     Stopped(1),
     StatusReport(1, status()),
+    StreamsReport((SharedStreamStatus("stream-1a2b3c4d-0", "rtsp://***@cam.local/main", "pyav", 3, StreamState.RUNNING,
+                                      "keyframes", 1.0),)),
     EventsBatch(5, 1, (event(), event())),
     ResolveRequest(7, 1, 0),
 ]

@@ -11,7 +11,7 @@ import pytest
 
 from agent.settings import StreamSettings
 from agent.sources.hub import ConsumerRequest, StreamConsumer, StreamHub
-from agent.sources.resolvers.registry import source_key
+from agent.sources.source_key import source_key
 from agent.sources.stream import StreamState
 from agent.sources.target import StreamTarget
 from tests.fixtures.media import ClipMaker

@@ -17,8 +17,8 @@ import pytest
 from agent.backoff import Backoff, BackoffPolicy
 from agent.settings import StreamSettings
 from agent.sources.frame import Frame
-from agent.sources.resolvers import ResolverSet
 from agent.sources.resolvers.base import ResolveError
+from agent.sources.resolvers.registry import ResolverSet
 from agent.sources.stream import StreamState, VideoStream
 from agent.sources.target import StreamTarget
 from tests.fixtures.ports import free_port

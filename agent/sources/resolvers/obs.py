@@ -24,8 +24,10 @@ import os
 import re
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from minio import Minio
+if TYPE_CHECKING:
+    from minio import Minio
 
 from agent.obs_client import failure, new_client
 from agent.settings import ObsSettings

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.sources.resolvers import ResolverSet
+from agent.sources.resolvers.registry import ResolverSet
 from agent.tasks.model import parse_create
 from tests.sources.resolvers.helpers import settings
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.sources.resolvers import ResolveError, ResolverSet
-from agent.sources.resolvers.registry import source_id_of
+from agent.sources.resolvers.base import ResolveError
+from agent.sources.resolvers.registry import ResolverSet, source_id_of
 from agent.tasks.errors import ApiError
 from tests.fixtures.edgecore import Device, EdgeCore
 from tests.fixtures.ports import free_port

@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.sources.resolvers.registry import source_key
+from agent.sources.source_key import source_key
 from tests.sources.resolvers.helpers import spec
 
 _names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)

@@ -1,0 +1,116 @@
+"""Idle memory: the proportional set size (PSS) of an ``edge-agent run`` with N workers and no task.
+
+PSS shares each page among the processes that map it, so the sum over the agent's process tree (main
+process, forkserver, workers) is what the agent really costs the box; RSS summed over processes counts
+every shared library once per process. Read from /proc/PID/smaps_rollup after the agent is up and the
+workers reported ready, a few samples apart; the median is printed with RSS for comparison.
+
+    .venv/bin/python bench/idle_memory.py --workers 1 2 [--samples 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.fixtures.ports import free_port  # noqa: E402
+
+TARGET_MIB = 150.0  # issue 12: idle agent with 2 workers, all processes
+
+
+def tree(root: int) -> list[int]:
+    """``root`` and every process below it."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def rollup(pid: int) -> dict[str, int]:
+    """kB fields of /proc/PID/smaps_rollup (Rss, Pss, …)."""
+    fields: dict[str, int] = {}
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+            name, _, rest = line.partition(":")
+            fields[name] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return fields
+
+
+def measure(workers: int, samples: int, settle_s: float) -> tuple[float, float, int]:
+    with tempfile.TemporaryDirectory() as folder:
+        port = free_port()
+        config = Path(folder) / "agent.toml"
+        config.write_text(f'node_id = "bench"\nstate_dir = "{folder}/state"\n[api]\nlisten = "127.0.0.1:{port}"\n'
+                          f'token = "bench-token"\n[runtime]\nworkers = {workers}\n[log]\nlevel = "WARNING"\n')
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        agent = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(config), "run"], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+                    up = sum(1 for line in metrics.splitlines()
+                             if line.startswith("edge_agent_worker_up{") and line.endswith(" 1.0"))
+                    if up == workers:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the agent's workers did not come up")
+                time.sleep(0.2)
+            time.sleep(settle_s)
+            pss, rss = [], []
+            processes = 0
+            for _ in range(samples):
+                pids = tree(agent.pid)
+                processes = len(pids)
+                rollups = [rollup(pid) for pid in pids]
+                pss.append(sum(r.get("Pss", 0) for r in rollups) / 1024)
+                rss.append(sum(r.get("Rss", 0) for r in rollups) / 1024)
+                time.sleep(1.0)
+            return statistics.median(pss), statistics.median(rss), processes
+        finally:
+            agent.terminate()
+            agent.wait(30)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--samples", type=int, default=5)
+    parser.add_argument("--settle", type=float, default=5.0, help="seconds after the workers are up")
+    args = parser.parse_args()
+    print(f"{'workers':>7}  {'processes':>9}  {'PSS MiB':>8}  {'RSS MiB (sum)':>13}  vs target {TARGET_MIB:.0f} MiB")
+    for workers in args.workers:
+        pss, rss, processes = measure(workers, args.samples, args.settle)
+        print(f"{workers:>7}  {processes:>9}  {pss:>8.1f}  {rss:>13.1f}  {pss / TARGET_MIB:.2f}×")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
