@@ -17,6 +17,8 @@ Each round, for each rate F:
   cv2-grab     ``cv2.VideoCapture``: ``grab()`` every frame, ``retrieve()`` (decode → BGR) only every
                25/F-th one — what a competent user writes to sample at F.
   ffmpeg-pipe  ``ffmpeg -i clip -r F -f rawvideo -pix_fmt bgr24 pipe:`` read into numpy (Frigate's way).
+  pyav-floor   not a peer: the agent's decoding alone (bare PyAV, single-threaded or keyframes only,
+               sampled frames converted by ``Frame.bgr``): the least the agent's design can cost.
 
 The peers run as fast as they can (no pacing: that is their best case), each in a fresh process, in
 the same minute as the agent. Before the first measurement a short task warms the agent up (it
@@ -275,21 +277,55 @@ def peer_ffmpeg_pipe(clip: str, fps: float) -> int:
     return frames
 
 
+def floor_pyav(clip: str, fps: float) -> int:
+    """Not a peer: the agent's own decoding with nothing around it, the floor its design can reach.
+
+    A bare PyAV loop decoding as the agent would (single-threaded; keyframes only when the rate
+    allows), converting every sampled frame with the agent's ``Frame.bgr``.
+    """
+    import av
+
+    from agent.sources.frame import Frame, FrameInfo
+
+    step = max(1, round(SOURCE_FPS / fps))
+    keyframes_only = fps * 2.0 <= 1.0  # the clip's 2 s GOP
+    frames = index = 0
+    with av.open(clip) as container:
+        stream = container.streams.video[0]
+        decoder = stream.codec_context
+        decoder.thread_count = 1
+        if keyframes_only:
+            decoder.skip_frame = "NONKEY"
+        for packet in container.demux(stream):
+            if keyframes_only and not packet.is_keyframe:
+                continue
+            for frame in decoder.decode(packet):
+                if keyframes_only or index % step == 0:
+                    info = FrameInfo(0, frame.pts, None, 0.0, frame.width, frame.height)
+                    frames += int(Frame(info, frame).bgr.size > 0)
+                index += 1
+    return frames
+
+
 PEERS = {"cv2-grab": peer_cv2_grab, "ffmpeg-pipe": peer_ffmpeg_pipe}
+REFERENCES = {"pyav-floor": floor_pyav}
 
 
 def peer_main(name: str, clip: str, fps: float) -> None:
     import resource
 
-    import cv2  # noqa: F401  (imports are start-up, not work)
+    import av  # noqa: F401  (imports are start-up, not work)
+    import cv2  # noqa: F401
     import numpy  # noqa: F401
+
+    import agent.sources.frame  # noqa: F401
 
     def cpu() -> float:
         own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
         return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
     cpu0, wall0 = cpu(), time.monotonic()
-    frames = PEERS[name](clip, fps)
+    frames = {**PEERS, **REFERENCES}[name](clip, fps)
     print(json.dumps({"cpu_s": round(cpu() - cpu0, 3), "wall_s": round(time.monotonic() - wall0, 2),
                       "frames": frames}), flush=True)
 
@@ -315,7 +351,7 @@ def main() -> None:
                         help="no warm-up task: the first measured task also pays the decoder's import")
     parser.add_argument("--code", type=Path, default=ROOT,
                         help="run the agent from this checkout (e.g. `git archive REV agent | tar -x -C DIR`)")
-    parser.add_argument("--peer", choices=sorted(PEERS), help=argparse.SUPPRESS)
+    parser.add_argument("--peer", choices=sorted([*PEERS, *REFERENCES]), help=argparse.SUPPRESS)
     parser.add_argument("--clip", help=argparse.SUPPRESS)
     args = parser.parse_args()
     rates = args.fps or [5.0, 0.5]
@@ -346,25 +382,28 @@ def main() -> None:
                     out = OUT / f"product_clip_{fps:g}fps_{round_}.pyspy.txt" if args.profile else None
                     mine = run_agent(agent, clip, fps, poll_s=args.poll, profile=args.profile, profile_out=out)
                     peers = {name: run_peer(name, clip, fps) for name in PEERS}
+                    floor = run_peer("pyav-floor", clip, fps)
                     load1 = loadavg()
-                    best = min(peers, key=lambda name: peers[name]["cpu_s"])
+                    best = min(peers, key=lambda name: peers[name]["cpu_s"])  # the floor is no peer
                     ratio = mine["cpu_s"] / peers[best]["cpu_s"]
                     target = TARGETS.get(fps)
                     verdict = "" if target is None else ("met" if ratio <= target else "MISSED")
                     print(f"  {fps:g} fps round {round_}: agent {mine}", flush=True)
-                    for name, peer in peers.items():
+                    for name, peer in {**peers, "pyav-floor": floor}.items():
                         print(f"  {fps:g} fps round {round_}: {name} {peer}", flush=True)
                     line = (f"| {time.strftime('%H:%M', time.gmtime())} | {fps:g} | {mine['cpu_s']:.2f} "
                             f"({mine['wall_s']:.0f} s, {mine['decode_mode']}) | "
                             f"{peers['cv2-grab']['cpu_s']:.2f} | {peers['ffmpeg-pipe']['cpu_s']:.2f} | "
+                            f"{floor['cpu_s']:.2f} ({floor['cpu_s'] / peers[best]['cpu_s']:.2f}×) | "
                             f"**{ratio:.2f}×** | ≤ {target if target is not None else '—'}× {verdict} | "
                             f"{load0:.1f} → {load1:.1f} |")
                     print(line, flush=True)
                     lines.append(line)
         finally:
             agent.stop()
-    print("| time UTC | fps | agent CPU s | cv2-grab s | ffmpeg-pipe s | agent / best peer | target | load |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| time UTC | fps | agent CPU s | cv2-grab s | ffmpeg-pipe s | PyAV floor s (/ best peer) "
+          "| agent / best peer | target | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(lines))
 
 

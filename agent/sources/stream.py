@@ -13,7 +13,8 @@ again (URLs expire, cameras move), starts a reader thread (PyAV or OpenCV backen
   one every 30 s, and one whose port answers while its stream fails keeps the backoff;
 - a lookup refused for good (``ResolveError.retryable`` false, e.g. a refused VCN login) is not
   retried: the stream is FAILED until the task starts again (or the source reports a change);
-- a file plays to its end (at its native rate, or as fast as the consumer takes frames) and ENDS.
+- a file plays to its end and ENDS: at its native rate (each sampled frame waits for its time; the
+  decoding between two of them runs ahead) or as fast as the consumer takes frames.
 
 Sampled frames go to a one-frame slot: a slow consumer drops frames (counted), it never builds
 latency. Nothing that may hold a URL or a secret leaves this module unmasked.
