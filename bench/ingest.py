@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.ingest                       # everything, short soak (2 min)
     .venv/bin/python -m bench.ingest --soak-seconds 600    # RSS after 10 min vs after 1 min
-    .venv/bin/python -m bench.ingest --only clips          # clips | live | open | memory | soak
+    .venv/bin/python -m bench.ingest --only clips          # clips | live | open | memory | soak | packets
 
 Generates 60 s 720p25 and 1080p25 H.264 clips (2 s GOP, no B-frames, like a camera) into
 bench/out/ with ffmpeg, then measures, each in its own process, the CPU time (user + system of the
@@ -18,6 +18,9 @@ and the same on a live local RTSP stream (GStreamer, 720p25) for a fixed time. I
 RTSP open → first frame (the agent vs FFmpeg's default probing), RSS per added 720p stream, and RSS
 of one stream after ``--soak-seconds`` vs after 60 s. Ratios are printed against the targets of
 issue 5; docs/benchmarks.md records the results.
+
+``--only packets`` compares ``VideoStream`` at 0.5 fps (keyframes only) with a bare PyAV loop on a
+long 240p clip: what each packet costs in Python on top of FFmpeg (issue 12).
 """
 
 from __future__ import annotations
@@ -176,12 +179,34 @@ def work_agent_opencv(source: str, fps: float, seconds: float) -> dict[str, Any]
     return work_agent(source, fps, seconds, backend="opencv")
 
 
+def work_pyav_keyframes(source: str, fps: float, seconds: float) -> dict[str, Any]:
+    """The keyframe-only floor: demux every packet, decode only keyframes, convert them as the agent does."""
+    import av
+
+    from agent.sources.frame import Frame, FrameInfo
+
+    packets = frames = 0
+    with av.open(source) as container:
+        stream = container.streams.video[0]
+        decoder = stream.codec_context
+        decoder.thread_count = 1
+        decoder.skip_frame = "NONKEY"
+        for packet in container.demux(stream):
+            packets += 1
+            if packet.is_keyframe:
+                for frame in decoder.decode(packet):
+                    info = FrameInfo(0, frame.pts, None, 0.0, frame.width, frame.height)
+                    frames += int(Frame(info, frame).bgr.size > 0)
+    return {"frames": frames, "packets": packets}
+
+
 WORKERS: dict[str, Callable[[str, float, float], dict[str, Any]]] = {
     "ffmpeg-null": work_ffmpeg_null,
     "ffmpeg-pipe": work_ffmpeg_pipe,
     "cv2-read": work_cv2_read,
     "agent": work_agent,
     "agent-opencv": work_agent_opencv,
+    "pyav-keyframes": work_pyav_keyframes,
 }
 
 
@@ -250,6 +275,42 @@ def compare(label: str, source: str, size: str, seconds: float, repeat: int) -> 
     for line in lines:
         print(line, flush=True)
     return lines
+
+
+def make_packets_clip(minutes: int) -> Path:
+    """A long small clip (320x240, 25 fps, 2 s GOP): many packets, cheap keyframes."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"clip_240p25_{minutes}min.mp4"
+    if not path.exists():
+        print(f"generating {path.name} …", flush=True)
+        subprocess.run(
+            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
+             "-t", str(minutes * 60), "-c:v", "libx264", "-preset", "veryfast", "-b:v", "300k", "-g", "50",
+             "-keyint_min", "50", "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p", str(path) + ".tmp.mp4"],
+            check=True,
+        )
+        os.replace(str(path) + ".tmp.mp4", path)
+    return path
+
+
+def per_packet(minutes: int, repeat: int) -> list[str]:
+    """Python per packet on the keyframe-only path: VideoStream at 0.5 fps vs the bare PyAV loop.
+
+    The clip is small so that decoding is cheap and what is left is per-packet work; the difference
+    divided by the packets is what every packet of every stream costs on top of FFmpeg.
+    """
+    clip = str(make_packets_clip(minutes))
+    bare = run_worker("pyav-keyframes", clip, "320x240", 0.5, 0.0, repeat)
+    agent = run_worker("agent", clip, "320x240", 0.5, 0.0, repeat)
+    packets = bare["packets"]
+    extra_us = (agent["cpu_s"] - bare["cpu_s"]) / packets * 1e6
+    share = extra_us * 25 * 96 / 1e6 * 100  # 96 cameras at 25 packets/s
+    print(f"  bare {bare}\n  agent {agent}", flush=True)
+    line = (f"| keyframe-only path, {packets} packets (240p25, {minutes} min, 0.5 fps) | agent {agent['cpu_s']:.2f} s"
+            f" / bare PyAV loop {bare['cpu_s']:.2f} s | **{extra_us:.1f} µs per packet** on top of FFmpeg "
+            f"| at 96 cameras × 25 packets/s: {share:.1f} % of a core |")
+    print(line, flush=True)
+    return [line]
 
 
 def live_server(**kwargs: Any) -> Any:
@@ -366,7 +427,8 @@ def soak(url: str, seconds: float) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", choices=["clips", "live", "open", "memory", "soak"], action="append")
+    parser.add_argument("--only", choices=["clips", "live", "open", "memory", "soak", "packets"], action="append")
+    parser.add_argument("--packets-minutes", type=int, default=10, help="length of the per-packet clip")
     parser.add_argument("--clip-seconds", type=int, default=60)
     parser.add_argument("--live-seconds", type=float, default=20.0, help="length of each live RTSP run")
     parser.add_argument("--repeat", type=int, default=1, help="runs per measurement (least CPU kept)")
@@ -385,6 +447,8 @@ def main() -> None:
     parts = set(args.only or ["clips", "live", "open", "memory", "soak"])
     print(f"machine: {machine()}", flush=True)
     lines: list[str] = []
+    if "packets" in parts:
+        lines += per_packet(args.packets_minutes, args.repeat)
     if "clips" in parts:
         for label, clip in make_clips(args.clip_seconds).items():
             width, height, _ = CLIPS[label]

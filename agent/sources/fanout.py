@@ -28,24 +28,38 @@ log = logging.getLogger(__name__)
 
 
 class RateMeter:
-    """Events per second over the last few seconds (bounded memory)."""
+    """Events per second over the last few seconds, ticked by one thread and read by any.
+
+    Ticks come with every packet of every stream, so a tick is an addition and a comparison: the
+    running count is marked at most every ``_MARK_S`` and the rate is read from the marks (no lock,
+    no entry per event; the readers copy the marks, which a C-level ``list()`` does atomically).
+    """
 
     _WINDOW = 5.0
+    _MARK_S = 0.25
 
     def __init__(self) -> None:
-        self._times: deque[float] = deque(maxlen=512)
+        self._count = 0
+        self._next_mark = float("-inf")
+        self._marks: deque[tuple[float, int]] = deque(maxlen=round(self._WINDOW / self._MARK_S) + 1)
 
     def tick(self, now: float) -> None:
-        self._times.append(now)
+        self._count += 1
+        if now >= self._next_mark:
+            self._marks.append((now, self._count))
+            self._next_mark = now + self._MARK_S
 
     def rate(self, now: float) -> float:
-        recent = [t for t in self._times if now - t <= self._WINDOW]
-        if len(recent) < 2:
-            return 0.0
-        return (len(recent) - 1) / max(now - recent[0], 1e-6)
+        count = self._count
+        for at, counted in list(self._marks):  # oldest first: the first one in the window
+            if now - at <= self._WINDOW:
+                since = count - counted  # events after the mark's own
+                return since / max(now - at, 1e-6) if since >= 1 else 0.0
+        return 0.0
 
     def clear(self) -> None:
-        self._times.clear()
+        self._marks.clear()
+        self._next_mark = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -204,8 +218,7 @@ class Fanout:
             self._codec, self._width, self._height = codec, width, height
 
     def packet(self, now: float) -> None:
-        with self._lock:
-            self._rate_in.tick(now)
+        self._rate_in.tick(now)  # one writer (the reader thread): no lock on the path of every packet
 
     def decoding(self, mode: DecodeMode) -> None:
         with self._lock:

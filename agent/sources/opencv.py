@@ -82,7 +82,6 @@ def read_opencv(target: StreamTarget, settings: StreamSettings, session: ReaderS
             position_ms = capture.get(cv2.CAP_PROP_POS_MSEC)
             frame_time = position_ms / 1000.0 if position_ms >= 0 else None
             session.packet(frame_time, False)
-            session.pace(frame_time)
             if not session.wanted(frame_time):
                 continue
             ok, image = capture.retrieve()

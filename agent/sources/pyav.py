@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from fractions import Fraction
 from typing import Any
 
 import av
@@ -81,7 +80,8 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
     if not container.streams.video:
         raise ValueError("the input has no video stream")
     stream = container.streams.video[0]
-    time_base: Fraction | None = stream.time_base
+    # one float, not Fraction arithmetic per packet (about 2 µs each: docs/benchmarks.md)
+    seconds_per_tick = float(stream.time_base) if stream.time_base is not None else None
     rate = stream.average_rate or stream.guessed_rate
     context = stream.codec_context
     session.opened(context.name, context.width, context.height, float(rate) if rate else None)
@@ -95,25 +95,29 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
             return ReadEnd.STOPPED
         if packet.size == 0:  # the demuxer's flush packet at the end of the input
             break
-        ticks = packet.pts if packet.pts is not None else packet.dts
-        packet_time = float(ticks * time_base) if ticks is not None and time_base is not None else None
-        is_key = bool(packet.is_keyframe)
-        session.packet(packet_time, is_key)
-        session.pace(packet_time)
-
-        wanted = session.decode_mode()
-        if decoder is None and not is_key and waited_for_keyframe < _MAX_PACKETS_BEFORE_KEYFRAME:
-            waited_for_keyframe += 1
-            continue
-        stuck = silent >= _MAX_SILENT_PACKETS
-        if decoder is None or (is_key and (wanted is not mode or stuck)):
-            if stuck:  # a damaged picture never completed: drop it and start over at this keyframe
-                session.decode_error()
-            decoder = _switch(decoder, mode, wanted, context, restart=stuck)
-            mode, silent = wanted, 0
-            session.keyframe_only(mode is DecodeMode.KEYFRAMES)
-        if mode is DecodeMode.KEYFRAMES and not is_key:
-            continue
+        is_key = packet.is_keyframe
+        if is_key:  # only keyframe times are needed (the keyframe clock); frames carry their own
+            ticks = packet.pts if packet.pts is not None else packet.dts
+            session.packet(ticks * seconds_per_tick if ticks is not None and seconds_per_tick else None, True)
+        else:
+            session.packet(None, False)
+            if mode is DecodeMode.KEYFRAMES:  # the commonest packet at low rates: nothing more to do
+                continue
+            if decoder is None and waited_for_keyframe < _MAX_PACKETS_BEFORE_KEYFRAME:
+                waited_for_keyframe += 1
+                continue
+        # the decode mode can change only at a keyframe, or before the first decoder exists
+        if decoder is None or is_key:
+            wanted = session.decode_mode()
+            stuck = silent >= _MAX_SILENT_PACKETS
+            if decoder is None or wanted is not mode or stuck:
+                if stuck:  # a damaged picture never completed: drop it and start over at this keyframe
+                    session.decode_error()
+                decoder = _switch(decoder, mode, wanted, context, restart=stuck)
+                mode, silent = wanted, 0
+                session.keyframe_only(mode is DecodeMode.KEYFRAMES)
+            if mode is DecodeMode.KEYFRAMES and not is_key:
+                continue
         try:
             frames = decoder.decode(packet)
         except _DECODE_ERRORS:

@@ -44,7 +44,10 @@ class ReaderSession(Protocol):
         """The connection is open and the video stream is known."""
 
     def packet(self, time: float | None, is_keyframe: bool) -> None:
-        """A packet (one source frame) arrived; feeds the watchdog, fps_in and the keyframe clock."""
+        """A packet (one source frame) arrived; feeds the watchdog, fps_in and the keyframe clock.
+
+        Only a keyframe's ``time`` is used (the keyframe clock): a reader may pass None for the others.
+        """
 
     def decode_mode(self) -> DecodeMode:
         """How the reader should decode from the next keyframe on."""
@@ -52,11 +55,11 @@ class ReaderSession(Protocol):
     def keyframe_only(self, active: bool) -> None:
         """The decoder switched keyframe-only mode on or off."""
 
-    def pace(self, time: float | None) -> None:
-        """Blocks until ``time`` is due when a file plays at its native rate."""
-
     def wanted(self, time: float | None) -> bool:
-        """A frame was decoded at ``time``: should it be handed on (and only then converted)?"""
+        """A frame was decoded at ``time``: should it be handed on (and only then converted)?
+
+        When a file plays at its native rate, a wanted frame returns only when it is due.
+        """
 
     def deliver(self, source: Any, pts: int | None, stream_time: float | None) -> None:
         """Hand a sampled frame (an av.VideoFrame or a BGR ndarray) to the consumer."""

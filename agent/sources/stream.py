@@ -13,7 +13,8 @@ again (URLs expire, cameras move), starts a reader thread (PyAV or OpenCV backen
   one every 30 s, and one whose port answers while its stream fails keeps the backoff;
 - a lookup refused for good (``ResolveError.retryable`` false, e.g. a refused VCN login) is not
   retried: the stream is FAILED until the task starts again (or the source reports a change);
-- a file plays to its end (at its native rate, or as fast as the consumer takes frames) and ENDS.
+- a file plays to its end and ENDS: at its native rate (each sampled frame waits for its time; the
+  decoding between two of them runs ahead) or as fast as the consumer takes frames.
 
 Sampled frames go to a one-frame slot: a slow consumer drops frames (counted), it never builds
 latency. Nothing that may hold a URL or a secret leaves this module unmasked.
@@ -150,13 +151,14 @@ class _Connection:
     """
 
     def __init__(self, reader: Reader, target: StreamTarget, settings: StreamSettings, sink: StreamSink, *,
-                 realtime_files: bool, name: str) -> None:
+                 realtime_files: bool, name: str, on_done: Callable[[], None]) -> None:
         self._reader = reader
         self._target = target
         self._settings = settings
         self._sink = sink
         self._stop = threading.Event()
         self.done = threading.Event()
+        self._on_done = on_done
         self.abandoned = False
         self.is_open = False
         self.last_activity = time.monotonic()
@@ -165,10 +167,9 @@ class _Connection:
         self.stream_fps: float | None = None
         self._keyframes = KeyframeClock()
         is_file = is_file_target(target)
-        self._paced = is_file and realtime_files  # a file at its native rate
+        self._paced = is_file and realtime_files  # a file at its native rate: sampled frames wait for it
         self._lossless = is_file and not realtime_files  # a file as fast as the consumer takes it
         self._pace_origin: tuple[float, float] | None = None  # (monotonic, stream time)
-        self._pace_last: float | None = None
         self._last_time: float | None = None  # of the last decoded frame, on the stream's clock
         self._opened_at = time.monotonic()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -187,6 +188,7 @@ class _Connection:
             self.error = exc
         finally:
             self.done.set()
+            self._on_done()
 
     # --- ReaderSession -------------------------------------------------------------------------
     @property
@@ -221,24 +223,6 @@ class _Connection:
             mode = DecodeMode.SAMPLED
         self._sink.decoding(mode)
 
-    def pace(self, time_s: float | None) -> None:
-        if time_s is None or not self._paced:
-            return
-        if self._pace_last is not None:
-            time_s = max(time_s, self._pace_last)  # B-frames: packet times are not monotonic
-        self._pace_last = time_s
-        now = time.monotonic()
-        origin = self._pace_origin
-        if origin is None or time_s - origin[1] - (now - origin[0]) > _MAX_PACE_WAIT_S:
-            self._pace_origin = (now, time_s)  # the start, or a jump in the file's clock
-            return
-        while not self._stop.is_set():
-            wait = origin[0] + (time_s - origin[1]) - time.monotonic()
-            if wait <= 0:
-                break
-            self._stop.wait(min(wait, 0.5))
-            self.last_activity = time.monotonic()
-
     def wanted(self, time_s: float | None) -> bool:
         if self.abandoned:
             return False
@@ -250,7 +234,27 @@ class _Connection:
             else:
                 time_s = time.monotonic() - self._opened_at
         self._last_time = time_s
-        return self._sink.decoded(time_s, interval)
+        wanted = self._sink.decoded(time_s, interval)
+        if wanted and self._paced:
+            self._pace(time_s)
+        return wanted
+
+    def _pace(self, time_s: float) -> None:
+        """Wait until the sampled frame at ``time_s`` is due when a file plays at its native rate.
+
+        Only frames handed on are paced: the reader decodes up to the next one as fast as it can and
+        then sleeps once, instead of waking for every packet (25 wake-ups a second at 25 fps, most of a
+        paced file's CPU at low rates — docs/benchmarks.md, "The product on one clip").
+        """
+        now = time.monotonic()
+        origin = self._pace_origin
+        if origin is None or time_s - origin[1] - (now - origin[0]) > _MAX_PACE_WAIT_S:
+            self._pace_origin = (now, time_s)  # the start, or a jump in the file's clock
+            return
+        due = origin[0] + (time_s - origin[1])
+        if due > now:
+            self.last_activity = due  # a wait for the file's clock is no stall
+            self._stop.wait(due - now)
 
     def deliver(self, source: Any, pts: int | None, stream_time: float | None) -> None:
         if self._lossless:
@@ -276,7 +280,7 @@ class VideoStream:
     """
 
     _JOIN_READER_S = 2.0  # an abandoned reader blocked in FFmpeg is left behind after this
-    _WATCH_INTERVAL_S = 0.25  # how often the supervisor checks its reader for stalls
+    _STALL_SLACK_S = 0.05  # the watch wakes this long after a silent connection reached its limit
 
     def __init__(
         self,
@@ -307,6 +311,7 @@ class VideoStream:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._kick = threading.Event()  # wakes the supervisor out of a backoff wait
+        self._nudge = threading.Event()  # wakes the supervisor out of watching a connection
         self._reconnect_reason: str | None = None
         self._thread: threading.Thread | None = None
         self._connection: _Connection | None = None
@@ -334,6 +339,7 @@ class VideoStream:
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         self._kick.set()
+        self._nudge.set()
         deadline = time.monotonic() + timeout
         if self._thread is not None:
             self._thread.join(timeout)
@@ -365,6 +371,7 @@ class VideoStream:
         with self._lock:
             self._reconnect_reason = mask_text(reason)
         self._kick.set()
+        self._nudge.set()
 
     def counts(self) -> StreamCounts:
         """The connection side's counts (decoded fps, decode mode, consumers), whoever consumes it."""
@@ -442,7 +449,8 @@ class VideoStream:
             self._fanout.new_connection()
             started = time.monotonic()
             connection = _Connection(self.reader, target, self.settings, self._fanout,
-                                     realtime_files=self.realtime_files, name=f"{self.name}-reader-{attempt}")
+                                     realtime_files=self.realtime_files, name=f"{self.name}-reader-{attempt}",
+                                     on_done=self._nudge.set)
             outcome, detail = self._watch(connection)
             if time.monotonic() - started >= HEALTHY_AFTER_S and self._state is StreamState.RUNNING:
                 self._backoff.reset()
@@ -460,7 +468,11 @@ class VideoStream:
             self._wait_backoff(probe_address(target))
 
     def _watch(self, connection: _Connection) -> tuple[_Outcome, str]:
-        """Run one connection until it ends, stalls, is replaced or the stream stops."""
+        """Run one connection until it ends, stalls, is replaced or the stream stops.
+
+        The supervisor sleeps until something happens (a nudge: stop, a reconnect request, the reader's
+        end) or until the connection would have been silent for its limit, never on a fixed tick.
+        """
         self._connection = connection
         connection.start()
         open_limit = max(self.settings.stall_timeout_s, 3 * self.settings.open_timeout_s)
@@ -475,7 +487,7 @@ class VideoStream:
                 connection.abandon()
                 connection.thread.join(self._JOIN_READER_S)
                 return _Outcome.REQUESTED, reason
-            if connection.done.wait(self._WATCH_INTERVAL_S):
+            if connection.done.is_set():
                 return self._ended(connection)
             idle = time.monotonic() - connection.last_activity
             limit = self.settings.stall_timeout_s if connection.is_open else open_limit
@@ -483,6 +495,9 @@ class VideoStream:
                 connection.abandon()
                 what = "no packet" if connection.is_open else "could not open"
                 return _Outcome.STALLED, f"stalled: {what} for {idle:.1f} s"
+            # what a nudge announces is in the flags checked above: clearing after the wait loses nothing
+            self._nudge.wait(limit - idle + self._STALL_SLACK_S)
+            self._nudge.clear()
 
     def _ended(self, connection: _Connection) -> tuple[_Outcome, str]:
         if connection.error is not None:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from agent.sources.fanout import Consumer, Fanout
+from agent.sources.fanout import Consumer, Fanout, RateMeter
 from agent.sources.sampler import DecodeMode
 
 IMAGE = np.zeros((4, 6, 3), dtype=np.uint8)
@@ -92,3 +93,17 @@ def test_first_frame_is_announced_once_per_connection_and_the_mode_is_reported()
     assert fanout.counts(0.0).decode_mode is DecodeMode.KEYFRAMES
     fanout.connection_lost()
     assert fanout.counts(0.0).decode_mode is None
+
+
+def test_the_rate_meter_counts_the_last_few_seconds_only() -> None:
+    meter = RateMeter()
+    for n in range(25 * 20):  # 20 s at 25 per second
+        meter.tick(n / 25)
+    assert meter.rate(20.0) == pytest.approx(25.0, rel=0.02)
+    assert meter.rate(22.0) == pytest.approx(25.0 * 3 / 5, rel=0.1)  # two silent seconds of the five
+    assert meter.rate(26.0) == 0.0  # nothing in the window
+    for n in range(5):  # a slow source: one every 2 s
+        meter.tick(30.0 + 2 * n)
+    assert meter.rate(38.5) == pytest.approx(2 / 4.5)  # events at 34, 36, 38 in the window
+    meter.clear()
+    assert meter.rate(38.5) == 0.0

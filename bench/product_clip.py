@@ -1,0 +1,411 @@
+"""The product on one clip, as a user runs it, against the usual ways to read the same clip (issue 12).
+
+    .venv/bin/python -m bench.product_clip                   # 5 fps and 0.5 fps, one round
+    .venv/bin/python -m bench.product_clip --rounds 3        # repeat (the box is shared: see the load)
+    .venv/bin/python -m bench.product_clip --fps 0.5 --profile py-spy   # also a py-spy profile of the agent
+
+Each round, for each rate F:
+
+  agent        a real ``edge-agent run`` process (config with ``media_roots`` naming the clip's folder), a
+               task created through its REST API on a 60 s 720p25 H.264 clip (2 s GOP, no B-frames,
+               ``testsrc2`` + noise) with ``bench-read-frame`` (bench/read_frame_plugin: reads every sampled
+               frame as BGR, reports nothing) at ``fps = F``. CPU = user + system of the agent's whole
+               process tree (every process whose ppid chain leads to it, plus what it reaped) from just
+               before the create to the first poll that shows SUCCEEDED (polled from 2 s before the
+               clip's end on: a poll costs the agent ~3 ms). Files play at their native rate (the
+               agent's default): the run takes the clip's 60 s, like the user's.
+  cv2-grab     ``cv2.VideoCapture``: ``grab()`` every frame, ``retrieve()`` (decode → BGR) only every
+               25/F-th one — what a competent user writes to sample at F.
+  ffmpeg-pipe  ``ffmpeg -i clip -r F -f rawvideo -pix_fmt bgr24 pipe:`` read into numpy (Frigate's way).
+  pyav-floor   not a peer: the agent's decoding alone (bare PyAV, single-threaded or keyframes only,
+               sampled frames converted by ``Frame.bgr``): the least the agent's design can cost.
+
+The peers run as fast as they can (no pacing: that is their best case), each in a fresh process, in
+the same minute as the agent. Before the first measurement a short task warms the agent up (it
+imports PyAV when its first stream starts; ``--cold`` measures that too). Printed: the ratio agent /
+best peer against the targets (≤ 0.85× at 5 fps, ≤ 0.15× at 0.5 fps) and the load average before
+and after each measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "bench" / "out"
+PLUGIN = ROOT / "bench" / "read_frame_plugin"
+PLUGIN_SITE = OUT / "read_frame_plugin_site"
+CLIP_SECONDS = 60
+CLIP = OUT / f"product_h264_1280x720_25fps_gop50_2M_noise_{CLIP_SECONDS}s.mp4"
+WIDTH, HEIGHT, SOURCE_FPS = 1280, 720, 25
+TARGETS = {5.0: 0.85, 0.5: 0.15}
+TOKEN = "product-clip-bench"
+SERVICE = "bench-read-frame"
+
+
+# --- set-up ------------------------------------------------------------------------------------------
+def ensure_clip() -> Path:
+    """60 s 720p25 H.264 like a camera's main stream: 2 s GOP, no B-frames, 2 Mbit/s, sensor noise."""
+    if CLIP.exists():
+        return CLIP
+    OUT.mkdir(parents=True, exist_ok=True)
+    part = CLIP.with_suffix(".part.mp4")
+    subprocess.run(
+        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
+         f"testsrc2=size={WIDTH}x{HEIGHT}:rate={SOURCE_FPS}", "-vf", "noise=alls=5:allf=t",
+         "-t", str(CLIP_SECONDS), "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "main",
+         "-pix_fmt", "yuv420p", "-b:v", "2M", "-maxrate", "2M", "-bufsize", "2M", "-g", "50",
+         "-keyint_min", "50", "-sc_threshold", "0", "-bf", "0", "-an", "-movflags", "+faststart", str(part)],
+        check=True,
+    )
+    part.rename(CLIP)
+    return CLIP
+
+
+def ensure_plugin() -> Path:
+    """The bench plugin installed into a folder of its own (put on the agent's PYTHONPATH only).
+
+    Installed with pip, like a user's plugin, but not into the shared venv, so other people's agents
+    and tests never see a ``bench-read-frame`` algorithm.
+    """
+    marker = PLUGIN_SITE / ".source-mtime"
+    newest = str(max(p.stat().st_mtime for p in PLUGIN.rglob("*") if p.is_file()))
+    if marker.exists() and marker.read_text() == newest:
+        return PLUGIN_SITE
+    shutil.rmtree(PLUGIN_SITE, ignore_errors=True)
+    with tempfile.TemporaryDirectory() as build:  # setuptools writes build/ and *.egg-info next to the source
+        source = Path(build) / "plugin"
+        shutil.copytree(PLUGIN, source)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                        "--target", str(PLUGIN_SITE), str(source)], check=True)
+    marker.write_text(newest)
+    return PLUGIN_SITE
+
+
+# --- CPU of a process tree -----------------------------------------------------------------------------
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: str) -> tuple[int, float] | None:
+    """(ppid, CPU seconds of the process and its reaped children) from /proc/<pid>/stat."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
+    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
+    return int(fields[1]), (utime + stime + cutime + cstime) / _TICK
+
+
+def tree_cpu(root: int) -> float:
+    """CPU seconds of ``root`` and every live descendant (plus the children they reaped)."""
+    stats = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and (stat := _stat(entry)) is not None:
+            stats[int(entry)] = stat
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, todo = 0.0, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            total += stats[pid][1]
+            todo += children.get(pid, [])
+    return total
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+# --- the agent ---------------------------------------------------------------------------------------------
+class Agent:
+    """A real ``edge-agent run`` with its own state dir and port; the clip's folder is a media root."""
+
+    def __init__(self, workdir: Path, clip: Path, plugin_site: Path, code: Path) -> None:
+        from tests.fixtures.ports import free_port
+
+        self.port = free_port()
+        self.log = workdir / "agent.log"
+        config = workdir / "agent.toml"
+        config.write_text(
+            f'node_id = "bench"\nstate_dir = "{workdir / "state"}"\nmedia_roots = ["{clip.parent}"]\n'
+            f'[api]\nlisten = "127.0.0.1:{self.port}"\ntoken = "{TOKEN}"\n'
+        )
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), str(plugin_site)])}
+        with self.log.open("ab") as handle:
+            self.process = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(config), "run"],
+                                            stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=code)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers={"X-Auth-Token": TOKEN},
+                                   timeout=10)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"edge-agent exited:\n{self.log.read_text()}")
+            try:
+                if self.client.get("/healthz").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"edge-agent did not come up:\n{self.log.read_text()}")
+            time.sleep(0.2)
+
+    def create(self, clip: Path, fps: float) -> str:
+        body = {
+            "name": f"clip-{round(fps * 10)}dfps",
+            "input": {"type": "url", "data": [{"url": str(clip), "index": 0}]},
+            # nothing is ever reported; an output is mandatory
+            "output": {"webhook": {"url": "http://127.0.0.1:9/unused", "headers": {"X-Bench": "1"}}},
+            "config": {"common": {"fps": fps}},
+            "service_version": "1.0",
+        }
+        answer = self.client.post(f"/v2/default/services/{SERVICE}/tasks", json=body)
+        if answer.status_code != 200:
+            raise RuntimeError(f"create refused ({answer.status_code}): {answer.text}")
+        task_id: str = answer.json()["tasks"][0]["id"]
+        return task_id
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        answer = self.client.get(f"/v2/default/tasks/{task_id}")
+        answer.raise_for_status()
+        task: dict[str, Any] = answer.json()
+        return task
+
+    def delete(self, task_id: str) -> None:
+        self.client.delete(f"/v2/default/tasks/{task_id}").raise_for_status()
+
+    def stop(self) -> None:
+        self.client.close()
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+def run_agent(agent: Agent, clip: Path, fps: float, *, poll_s: float, profile: str | None,
+              profile_out: Path | None) -> dict[str, Any]:
+    """One task from create to SUCCEEDED; the agent's tree CPU over exactly that span."""
+    spy: subprocess.Popen[bytes] | None = None
+    if profile == "py-spy":
+        assert profile_out is not None
+        spy = subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "--pid", str(agent.process.pid),
+                                "--rate", "200", "--nonblocking", "--threads", "--format", "raw",
+                                "--output", str(profile_out)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1.0)  # attached before the task starts
+    cpu0, wall0 = tree_cpu(agent.process.pid), time.monotonic()
+    task_id = agent.create(clip, fps)
+    # each poll is a request the agent serves (~3 ms of its CPU): look only when the end is near
+    time.sleep(CLIP_SECONDS - 2)
+    while True:
+        task = agent.task(task_id)
+        if task["state"] == "SUCCEEDED":
+            break
+        if task["state"] in ("FAILED", "ABNORMAL") or time.monotonic() - wall0 > 4 * CLIP_SECONDS:
+            raise RuntimeError(f"task {task['state']}: {task.get('status')}")
+        time.sleep(poll_s)
+    cpu, wall = tree_cpu(agent.process.pid) - cpu0, time.monotonic() - wall0
+    if spy is not None:
+        spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
+        spy.wait(30)
+    inputs = task.get("inputs") or [{}]
+    agent.delete(task_id)
+    return {"cpu_s": round(cpu, 3), "wall_s": round(wall, 2), "decode_mode": inputs[0].get("decode_mode")}
+
+
+def warm_up(agent: Agent, clip: Path) -> None:
+    """One short task first: the agent imports its decoder (PyAV) when the first stream starts (about
+    0.1–0.2 s of CPU, once per process), which is start-up, not the task's work (the peers' imports are
+    not measured either)."""
+    task_id = agent.create(clip, 0.5)
+    deadline = time.monotonic() + 30
+    while agent.task(task_id)["state"] != "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+    agent.delete(task_id)
+    time.sleep(2.0)
+
+
+def idle_cpu(agent: Agent, seconds: float) -> float:
+    """The agent's tree CPU over ``seconds`` with no task: what pacing a file for that long costs at least."""
+    cpu0 = tree_cpu(agent.process.pid)
+    time.sleep(seconds)
+    return tree_cpu(agent.process.pid) - cpu0
+
+
+# --- the peers: each in a fresh process, printing one JSON line ----------------------------------------
+def peer_cv2_grab(clip: str, fps: float) -> int:
+    import cv2
+
+    step = max(1, round(SOURCE_FPS / fps))
+    capture = cv2.VideoCapture(clip, cv2.CAP_FFMPEG)
+    frames = index = 0
+    while capture.grab():
+        if index % step == 0:
+            ok, image = capture.retrieve()
+            frames += int(ok and image.size > 0)
+        index += 1
+    capture.release()
+    return frames
+
+
+def peer_ffmpeg_pipe(clip: str, fps: float) -> int:
+    import numpy as np
+
+    size = WIDTH * HEIGHT * 3
+    frames = 0
+    with subprocess.Popen(["ffmpeg", "-v", "error", "-i", clip, "-r", f"{fps:g}", "-f", "rawvideo",
+                           "-pix_fmt", "bgr24", "pipe:"], stdout=subprocess.PIPE) as process:
+        assert process.stdout is not None
+        while len(data := process.stdout.read(size)) == size:
+            image = np.frombuffer(data, np.uint8).reshape(HEIGHT, WIDTH, 3)
+            frames += int(image.size > 0)
+    return frames
+
+
+def floor_pyav(clip: str, fps: float) -> int:
+    """Not a peer: the agent's own decoding with nothing around it, the floor its design can reach.
+
+    A bare PyAV loop decoding as the agent would (single-threaded; keyframes only when the rate
+    allows), converting every sampled frame with the agent's ``Frame.bgr``.
+    """
+    import av
+
+    from agent.sources.frame import Frame, FrameInfo
+
+    step = max(1, round(SOURCE_FPS / fps))
+    keyframes_only = fps * 2.0 <= 1.0  # the clip's 2 s GOP
+    frames = index = 0
+    with av.open(clip) as container:
+        stream = container.streams.video[0]
+        decoder = stream.codec_context
+        decoder.thread_count = 1
+        if keyframes_only:
+            decoder.skip_frame = "NONKEY"
+        for packet in container.demux(stream):
+            if keyframes_only and not packet.is_keyframe:
+                continue
+            for frame in decoder.decode(packet):
+                if keyframes_only or index % step == 0:
+                    info = FrameInfo(0, frame.pts, None, 0.0, frame.width, frame.height)
+                    frames += int(Frame(info, frame).bgr.size > 0)
+                index += 1
+    return frames
+
+
+PEERS = {"cv2-grab": peer_cv2_grab, "ffmpeg-pipe": peer_ffmpeg_pipe}
+REFERENCES = {"pyav-floor": floor_pyav}
+
+
+def peer_main(name: str, clip: str, fps: float) -> None:
+    import resource
+
+    import av  # noqa: F401  (imports are start-up, not work)
+    import cv2  # noqa: F401
+    import numpy  # noqa: F401
+
+    import agent.sources.frame  # noqa: F401
+
+    def cpu() -> float:
+        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+    cpu0, wall0 = cpu(), time.monotonic()
+    frames = {**PEERS, **REFERENCES}[name](clip, fps)
+    print(json.dumps({"cpu_s": round(cpu() - cpu0, 3), "wall_s": round(time.monotonic() - wall0, 2),
+                      "frames": frames}), flush=True)
+
+
+def run_peer(name: str, clip: Path, fps: float) -> dict[str, Any]:
+    output = subprocess.run([sys.executable, "-m", "bench.product_clip", "--peer", name, "--clip", str(clip),
+                             "--fps", str(fps)], check=True, capture_output=True, text=True, cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
+    result: dict[str, Any] = json.loads(output.strip().splitlines()[-1])
+    return result
+
+
+# --- main ------------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--fps", type=float, action="append", help="sampling rates (default: 5 and 0.5)")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--poll", type=float, default=0.5, help="seconds between task polls near the clip's end")
+    parser.add_argument("--idle-seconds", type=float, default=0.0,
+                        help="also measure the idle agent's CPU over this long (0: skip)")
+    parser.add_argument("--profile", choices=["py-spy"], help="record the agent with py-spy (bench/out/)")
+    parser.add_argument("--cold", action="store_true",
+                        help="no warm-up task: the first measured task also pays the decoder's import")
+    parser.add_argument("--code", type=Path, default=ROOT,
+                        help="run the agent from this checkout (e.g. `git archive REV agent | tar -x -C DIR`)")
+    parser.add_argument("--peer", choices=sorted([*PEERS, *REFERENCES]), help=argparse.SUPPRESS)
+    parser.add_argument("--clip", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    rates = args.fps or [5.0, 0.5]
+    if args.peer:
+        peer_main(args.peer, args.clip, rates[0])
+        return
+
+    sys.path.insert(0, str(ROOT))
+    clip, plugin_site = ensure_clip(), ensure_plugin()
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, check=False).stdout.strip()
+    code = commit if args.code.resolve() == ROOT else str(args.code)
+    print(f"clip {clip.name}, agent code {code}, {os.cpu_count()} CPUs", flush=True)
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="product-clip-") as work:
+        agent = Agent(Path(work), clip, plugin_site, args.code.resolve())
+        try:
+            time.sleep(3.0)  # start-up settles (imports, first report) before anything is measured
+            if not args.cold:
+                warm_up(agent, clip)
+            if args.idle_seconds:
+                load = loadavg()
+                idle = idle_cpu(agent, args.idle_seconds)
+                print(f"idle agent: {idle:.2f} s CPU in {args.idle_seconds:g} s (load {load:.1f})", flush=True)
+            for round_ in range(1, args.rounds + 1):
+                for fps in rates:
+                    load0 = loadavg()
+                    out = OUT / f"product_clip_{fps:g}fps_{round_}.pyspy.txt" if args.profile else None
+                    mine = run_agent(agent, clip, fps, poll_s=args.poll, profile=args.profile, profile_out=out)
+                    peers = {name: run_peer(name, clip, fps) for name in PEERS}
+                    floor = run_peer("pyav-floor", clip, fps)
+                    load1 = loadavg()
+                    best = min(peers, key=lambda name: peers[name]["cpu_s"])  # the floor is no peer
+                    ratio = mine["cpu_s"] / peers[best]["cpu_s"]
+                    target = TARGETS.get(fps)
+                    verdict = "" if target is None else ("met" if ratio <= target else "MISSED")
+                    print(f"  {fps:g} fps round {round_}: agent {mine}", flush=True)
+                    for name, peer in {**peers, "pyav-floor": floor}.items():
+                        print(f"  {fps:g} fps round {round_}: {name} {peer}", flush=True)
+                    line = (f"| {time.strftime('%H:%M', time.gmtime())} | {fps:g} | {mine['cpu_s']:.2f} "
+                            f"({mine['wall_s']:.0f} s, {mine['decode_mode']}) | "
+                            f"{peers['cv2-grab']['cpu_s']:.2f} | {peers['ffmpeg-pipe']['cpu_s']:.2f} | "
+                            f"{floor['cpu_s']:.2f} ({floor['cpu_s'] / peers[best]['cpu_s']:.2f}×) | "
+                            f"**{ratio:.2f}×** | ≤ {target if target is not None else '—'}× {verdict} | "
+                            f"{load0:.1f} → {load1:.1f} |")
+                    print(line, flush=True)
+                    lines.append(line)
+        finally:
+            agent.stop()
+    print("| time UTC | fps | agent CPU s | cv2-grab s | ffmpeg-pipe s | PyAV floor s (/ best peer) "
+          "| agent / best peer | target | load |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
