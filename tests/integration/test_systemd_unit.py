@@ -13,7 +13,8 @@ MemoryDenyWriteExecute):
 - it stays up past 2 × WatchdogSec; a task on a local clip delivers to a webhook; tasks.db and
   outbox.db live under StateDirectory;
 - SIGKILL of the main process → Restart=on-failure brings it back and an RTSP task resumes;
-- a supervisor loop wedged by a plugin whose set-up blocks → the watchdog kills it, systemd restarts it;
+- a supervisor loop wedged by a plugin whose config check blocks → the watchdog kills it, systemd
+  restarts it;
 - ``systemctl stop`` finishes within TimeoutStopSec (systemd's own verdict: Result=success).
 
 It needs root and the ``systemd-container`` package (scripts/test.sh installs it). docs/operations.md
@@ -237,19 +238,24 @@ def test_the_installed_unit_under_systemd(
     unit = box.unit("ActiveState", "MainPID", "NRestarts")
     assert unit["ActiveState"] == "active", unit
     hold = shared / "hold"
-    hold.write_text("")
     stuck_body = {"name": "stuck", "input": {"type": "url", "data": [{"url": camera.url, "index": 0}]},
                   "output": {"webhook": {"url": webhook_receiver.url, "headers": {"X-Test": "stuck"}}},
                   "config": {"common": {"hold_while": f"{INSIDE}/hold"}}, "service_version": "1.0"}
     created = api.post("/v2/p1/services/stuck-on-start/tasks", json=stuck_body)
     assert created.status_code == 200, created.text
+    stuck_task = created.json()["tasks"][0]["id"]
+    wait_until(lambda: _task_state(api, stuck_task) == "RUNNING", WAIT_S, "the plugin's task running")
+    assert api.put(f"/v2/p1/tasks/{stuck_task}/action/stop").status_code == 200
+    wait_until(lambda: _task_state(api, stuck_task) == "STOPPED", WAIT_S, "the plugin's task stopped")
+    hold.write_text("")
+    # the request returns at once; placing the task checks its config in the supervisor's thread: it hangs
+    assert api.put(f"/v2/p1/tasks/{stuck_task}/action/start").status_code == 200
     wedged_pid = unit["MainPID"]
     # 6 missed heartbeats (30 s) make the agent stop its pings; WatchdogSec (30 s) later systemd kills it
     wait_until(lambda: _restarted(box, 2, wedged_pid), 4 * watchdog_s + WAIT_S, "the watchdog restart",
                interval=1.0)
     assert "Watchdog timeout" in box.journal()
-    hold.unlink()  # set-up may now finish: the restarted agent comes up whole
-    stuck_task = created.json()["tasks"][0]["id"]
+    hold.unlink()  # the check may now finish: the restarted agent comes up whole
     wait_until(lambda: _task_state(api, stuck_task) == "RUNNING", WAIT_S, "the once-stuck task running")
     before = _events_for(webhook_receiver, camera_task)
     wait_until(lambda: _events_for(webhook_receiver, camera_task) > before, WAIT_S,
