@@ -24,28 +24,10 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.proctree import process_tree  # noqa: E402
 from tests.fixtures.ports import free_port  # noqa: E402
 
 TARGET_MIB = 150.0  # issue 12: idle agent with 2 workers, all processes
-
-
-def tree(root: int) -> list[int]:
-    """``root`` and every process below it."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        found.append(pid)
-        todo.extend(children.get(pid, []))
-    return found
 
 
 def rollup(pid: int) -> dict[str, int]:
@@ -87,7 +69,7 @@ def measure(workers: int, samples: int, settle_s: float) -> tuple[float, float, 
             pss, rss = [], []
             processes = 0
             for _ in range(samples):
-                pids = tree(agent.pid)
+                pids = process_tree(agent.pid)
                 processes = len(pids)
                 rollups = [rollup(pid) for pid in pids]
                 pss.append(sum(r.get("Pss", 0) for r in rollups) / 1024)

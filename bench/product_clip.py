@@ -43,6 +43,11 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.proctree import tree_cpu  # noqa: E402
+from tests.fixtures.ports import free_port  # noqa: E402
+
 OUT = ROOT / "bench" / "out"
 PLUGIN = ROOT / "bench" / "read_frame_plugin"
 PLUGIN_SITE = OUT / "read_frame_plugin_site"
@@ -93,39 +98,6 @@ def ensure_plugin() -> Path:
     return PLUGIN_SITE
 
 
-# --- CPU of a process tree -----------------------------------------------------------------------------
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _stat(pid: str) -> tuple[int, float] | None:
-    """(ppid, CPU seconds of the process and its reaped children) from /proc/<pid>/stat."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = text[text.rindex(")") + 2:].split()  # after "pid (comm) "; comm may hold spaces
-    utime, stime, cutime, cstime = (int(v) for v in fields[11:15])
-    return int(fields[1]), (utime + stime + cutime + cstime) / _TICK
-
-
-def tree_cpu(root: int) -> float:
-    """CPU seconds of ``root`` and every live descendant (plus the children they reaped)."""
-    stats = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (stat := _stat(entry)) is not None:
-            stats[int(entry)] = stat
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in stats.items():
-        children.setdefault(ppid, []).append(pid)
-    total, todo = 0.0, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in stats:
-            total += stats[pid][1]
-            todo += children.get(pid, [])
-    return total
-
-
 def loadavg() -> float:
     return float(Path("/proc/loadavg").read_text().split()[0])
 
@@ -135,8 +107,6 @@ class Agent:
     """A real ``edge-agent run`` with its own state dir and port; the clip's folder is a media root."""
 
     def __init__(self, workdir: Path, clip: Path, plugin_site: Path, code: Path) -> None:
-        from tests.fixtures.ports import free_port
-
         self.port = free_port()
         self.log = workdir / "agent.log"
         config = workdir / "agent.toml"
@@ -359,7 +329,6 @@ def main() -> None:
         peer_main(args.peer, args.clip, rates[0])
         return
 
-    sys.path.insert(0, str(ROOT))
     clip, plugin_site = ensure_clip(), ensure_plugin()
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()

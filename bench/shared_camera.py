@@ -38,7 +38,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.capacity import OUT, WebhookProcess, box_jiffies, ensure_clip  # noqa: E402
-from bench.rtsp_farm import RtspFarm, proc_cpu_seconds  # noqa: E402
+from bench.proctree import tree_cpu  # noqa: E402
+from bench.rtsp_farm import RtspFarm  # noqa: E402
 from tests.fixtures.ports import free_port  # noqa: E402
 from tests.fixtures.rtsp import established_connections  # noqa: E402
 
@@ -50,7 +51,7 @@ TARGET_RATIO = 1.3
 @dataclass
 class Result:
     scenario: str
-    cpu_pct: float  # of one core, the agent process over the window
+    cpu_pct: float  # of one core, the agent's process tree (main + workers) over the window
     clients_min: int
     clients_max: int
     streams: int
@@ -147,10 +148,10 @@ def run(scenario: tuple[str, ...], clip: Path, receiver: WebhookProcess, warmup:
             counter = threading.Thread(target=count, daemon=True)
             before = frames_processed(agent.metrics())
             busy0, total0 = box_jiffies()
-            cpu0, t0 = proc_cpu_seconds(agent.process.pid), time.monotonic()
+            cpu0, t0 = tree_cpu(agent.process.pid), time.monotonic()
             counter.start()
             time.sleep(window)
-            cpu1, t1 = proc_cpu_seconds(agent.process.pid), time.monotonic()
+            cpu1, t1 = tree_cpu(agent.process.pid), time.monotonic()
             busy1, total1 = box_jiffies()
             stop.set()
             counter.join()
