@@ -57,7 +57,7 @@ WORKER_POLL_S = 0.2  # how often an idle worker looks at its stop event
 class LinkState(enum.Enum):
     IDLE = "IDLE"  # not started
     CONNECTING = "CONNECTING"  # TCP/TLS/CONNECT under way
-    CONNECTED = "CONNECTED"  # CONNACK accepted
+    CONNECTED = "CONNECTED"  # CONNACK accepted and the request topic subscribed: requests are heard
     WAITING = "WAITING"  # link lost or refused; waiting out the backoff
     STOPPED = "STOPPED"
 
@@ -128,6 +128,7 @@ class MqttControl:
         self._connects = 0
         self._last_error: str | None = None
         self._refusal: str | None = None  # the broker's CONNACK reason; network thread only
+        self._subscribe_mid: int | None = None  # the SUBSCRIBE whose SUBACK makes the link CONNECTED
         self._publish_lock = threading.Lock()  # store read + state publish, so the newest state is the last sent
         self._jobs: queue.Queue[_Job] = queue.Queue(QUEUE_MAX)
         self._backoff = Backoff(MQTT_RECONNECT)
@@ -183,6 +184,7 @@ class MqttControl:
         client.will_set(self.status_topic, self._presence_payload("offline"), qos=QOS, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         properties: Properties | None = None
         if self._v5:
@@ -241,19 +243,29 @@ class MqttControl:
             self._set_state(LinkState.WAITING, self._refusal)
             return
         self._refusal = None
+        # A new generation at CONNACK: a persistent session's queued requests may arrive before the SUBACK.
         with self._lock:
-            self._state = LinkState.CONNECTED
             self._generation += 1
             self._connects += 1
         self._backoff.reset()
+        if self._v5:
+            _, mid = client.subscribe([(self.request_topic, SubscribeOptions(qos=QOS)),
+                                       (f"{self._state_prefix}+/state", SubscribeOptions(qos=0, noLocal=True))])
+        else:
+            _, mid = client.subscribe([(self.request_topic, QOS), (f"{self._state_prefix}+/state", 0)])
+        self._subscribe_mid = mid
+        # "online" goes out after the SUBSCRIBE: a peer that saw it can send requests and be heard
+        client.publish(self.status_topic, self._presence_payload("online"), qos=QOS, retain=True)
+
+    def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, mid: int, _reasons: Any,
+                      _properties: Properties | None) -> None:
+        # Until the SUBACK a request sent on a first connect (no session yet) would be lost: only now
+        # is the link CONNECTED, for the health check, diag and anyone waiting to send requests.
+        if mid != self._subscribe_mid:
+            return
+        self._set_state(LinkState.CONNECTED)
         log.info("connected to the MQTT broker %s:%d; requests on %s", self._mqtt.host, self._mqtt.port,
                  self.request_topic)
-        if self._v5:
-            client.subscribe([(self.request_topic, SubscribeOptions(qos=QOS)),
-                              (f"{self._state_prefix}+/state", SubscribeOptions(qos=0, noLocal=True))])
-        else:
-            client.subscribe([(self.request_topic, QOS), (f"{self._state_prefix}+/state", 0)])
-        client.publish(self.status_topic, self._presence_payload("online"), qos=QOS, retain=True)
         self._enqueue(_Resync())
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: ReasonCode,
@@ -319,7 +331,8 @@ class MqttControl:
             log.info("mqtt request %s answered %d%s", mask_text(reply.request_id or "(no id)"), reply.status,
                      " (duplicate)" if reply.duplicate else "")
         with self._lock:
-            same_connection = request.generation == self._generation and self._state is LinkState.CONNECTED
+            same_connection = request.generation == self._generation and self._state in (
+                LinkState.CONNECTING, LinkState.CONNECTED)
         if same_connection:
             self._client.ack(request.mid, request.qos)
 
