@@ -205,8 +205,9 @@ def test_dead_webhook_does_not_hold_back_mqtt_or_other_tasks(tmp_path: Path, mak
         healthy.wait_for(1, timeout=20)
     finally:
         healthy.stop()
-    # the healthy row leaves the outbox a moment after the receiver saw it (on the 2xx)
+    # a row leaves the outbox a moment after its peer saw it (on the 2xx, on the PUBACK)
     wait_until(lambda: router.status().sink("webhook").backlog == 10, 10, "the healthy task's event delivered")
+    wait_until(lambda: router.status().sink("mqtt").backlog == 0, 10, "every MQTT event acknowledged")
     status = router.status()
     assert status.mqtt_connected is True
     assert status.sink("mqtt").backlog == 0 and status.sink("webhook").backlog == 10
