@@ -125,13 +125,13 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
             continue
         silent = 0 if frames else silent + 1
         for frame in frames:
-            _hand_on(frame, session)
+            _hand_on(frame, seconds_per_tick, session)
     if session.stop_requested:
         return ReadEnd.STOPPED
     if decoder is not None and not live:
         try:
             for frame in decoder.decode(None):  # frames still in the decoder (frame threading, B-frames)
-                _hand_on(frame, session)
+                _hand_on(frame, seconds_per_tick, session)
         except _DECODE_ERRORS:
             session.decode_error()
     return ReadEnd.DISCONNECTED if live else ReadEnd.ENDED
@@ -166,8 +166,10 @@ def _configure(decoder: Any, threaded: bool) -> None:
         decoder.thread_count = 1
 
 
-def _hand_on(frame: Any, session: ReaderSession) -> None:
-    frame_time = float(frame.time) if frame.pts is not None and frame.time_base is not None else None
+def _hand_on(frame: Any, seconds_per_tick: float | None, session: ReaderSession) -> None:
+    pts = frame.pts
+    # the stream's float time base, not ``frame.time`` (a Fraction product per frame)
+    frame_time = pts * seconds_per_tick if pts is not None and seconds_per_tick is not None else None
     if session.wanted(frame_time):
         session.deliver(frame, frame.pts, frame_time)
 
