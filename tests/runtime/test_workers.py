@@ -7,6 +7,7 @@ receiver."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -265,3 +266,7 @@ def test_sigterm_stops_an_agent_with_busy_workers_within_the_bound(
     assert time.monotonic() - started < 10.0  # systemd's TimeoutStopSec
     wait_until(lambda: not any(Path(f"/proc/{child}").exists() for child in children), timeout=5,
                what="every worker process gone")
+    lines = [json.loads(line) for line in agent.log.read_text().splitlines() if line.startswith("{")]
+    from_workers = [line for line in lines if line["logger"].startswith("agent.sources.")]
+    assert from_workers and all(line["worker"] in (0, 1) for line in from_workers)  # each says which worker
+    assert all("worker" not in line for line in lines if line["logger"] == "agent.runtime.workers")
