@@ -78,12 +78,17 @@ def _timestamp(record: logging.LogRecord) -> str:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ts, level, logger, message, the extra fields, and exc when there is one.
+    """One JSON object per line: ts, level, logger, message, worker (in a worker process), the extra fields,
+    and exc when there is one.
 
     Extra fields that would shadow those keys are written with an ``extra_`` prefix.
     """
 
-    CORE_KEYS = ("ts", "level", "logger", "message", "exc")
+    CORE_KEYS = ("ts", "level", "logger", "message", "worker", "exc")
+
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -92,6 +97,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": _masked_message(record),
         }
+        if self.worker is not None:
+            line["worker"] = self.worker
         for key, value in extra_fields(record).items():
             line[f"extra_{key}" if key in self.CORE_KEYS else key] = _masked_value(value)
         exception = _masked_exception(self, record)
@@ -101,15 +108,21 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """``2026-11-29T16:50:00.123Z WARNING agent.sources.stream: message key=value …`` then the traceback.
+    """``2026-11-29T16:50:00.123Z WARNING agent.sources.stream: message key=value …`` then the traceback;
+    ``[worker N]`` after the time in a worker process.
 
     Meant for a person at a terminal; machines get ``JsonFormatter``.
     """
 
+    def __init__(self, worker: int | None = None) -> None:
+        super().__init__()
+        self.prefix = "" if worker is None else f"[worker {worker}] "
+
     def format(self, record: logging.LogRecord) -> str:
         fields = "".join(f" {key}={_masked_value(value)}" for key, value in extra_fields(record).items()
                          if key != "repeated")  # a summary already says it in its message
-        line = f"{_timestamp(record)} {record.levelname} {record.name}: {_masked_message(record)}{fields}"
+        line = (f"{_timestamp(record)} {self.prefix}{record.levelname} {record.name}: {_masked_message(record)}"
+                f"{fields}")
         exception = _masked_exception(self, record)
         return line if exception is None else f"{line}\n{exception}"
 
@@ -264,10 +277,12 @@ def configure_logging(
     stream: TextIO | None = None,
     repeat_window_s: float = DEFAULT_REPEAT_WINDOW_S,
     clock: Callable[[], float] = time.monotonic,
+    worker: int | None = None,
 ) -> AgentLogHandler:
     """Install the agent's handler on the root logger (replacing one installed before) and return it.
 
-    ``fmt="auto"`` writes JSON lines unless ``stream`` (stderr by default) is a terminal.
+    ``fmt="auto"`` writes JSON lines unless ``stream`` (stderr by default) is a terminal. ``worker``: the
+    index of the worker process this is, written on every line (the main process has none).
     """
     name = level.upper()
     if name not in LEVELS:
@@ -276,7 +291,7 @@ def configure_logging(
         raise ValueError("log.format must be auto, json or text")
     out = stream if stream is not None else sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not _is_tty(out))
-    formatter: logging.Formatter = JsonFormatter() if use_json else TextFormatter()
+    formatter: logging.Formatter = JsonFormatter(worker) if use_json else TextFormatter(worker)
     handler = AgentLogHandler(out, formatter, RepeatLimiter(repeat_window_s, clock))
     handler.set_name("edge-agent")
     root = logging.getLogger()

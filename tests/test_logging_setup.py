@@ -103,6 +103,21 @@ def test_text_format_is_one_readable_line_with_fields() -> None:
     assert line.endswith(" INFO agent.tasks.service: task created task_id=ab12")
 
 
+def test_a_worker_process_names_itself_on_every_line_and_the_main_process_does_not() -> None:
+    out = io.StringIO()
+    configure_logging("INFO", "json", stream=out, worker=3)
+    logging.getLogger("agent.sources.stream").warning("input 0 stalled", extra={"task_id": "ab12"})
+    (line,) = records(out)
+    assert line["worker"] == 3 and line["task_id"] == "ab12"
+    out = io.StringIO()
+    configure_logging("INFO", "text", stream=out, worker=3)
+    logging.getLogger("agent.sources.stream").warning("input 0 stalled")
+    assert lines(out)[0].endswith("Z [worker 3] WARNING agent.sources.stream: input 0 stalled")
+    out, _ = setup("json")
+    logging.getLogger("agent.t").info("hello")
+    assert "worker" not in records(out)[0]
+
+
 def test_auto_writes_json_off_a_terminal_and_text_on_one() -> None:
     out = io.StringIO()
     configure_logging("INFO", "auto", stream=out)

@@ -201,16 +201,20 @@ class AgentCollector(Collector):
         tasks = GaugeMetricFamily(f"{PREFIX}_worker_tasks", "Tasks running on the worker.", labels=labels)
         restarts = CounterMetricFamily(f"{PREFIX}_worker_restarts", "Replacements started after the worker died.",
                                        labels=labels)
+        backoff = GaugeMetricFamily(f"{PREFIX}_worker_restart_backoff_seconds",
+                                    "Seconds until the replacement of a worker that keeps dying soon after it "
+                                    "starts is started; 0 when the slot is not waiting.", labels=labels)
         for worker in self._sources.workers():
             label = (str(worker.index),)
             up.add_metric(label, 1.0 if worker.alive else 0.0)
             tasks.add_metric(label, len(worker.tasks))
             restarts.add_metric(label, worker.restarts)
+            backoff.add_metric(label, worker.restart_in or 0.0)
             if worker.cpu_seconds is not None:
                 cpu.add_metric(label, worker.cpu_seconds)
             if worker.rss_bytes is not None:
                 rss.add_metric(label, worker.rss_bytes)
-        yield from (up, cpu, rss, tasks, restarts)
+        yield from (up, cpu, rss, tasks, restarts, backoff)
 
     # the open streams, each decoded once for all its consumers ---------------------------------------
     def _streams(self) -> Iterable[Metric]:

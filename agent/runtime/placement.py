@@ -6,7 +6,8 @@ keyframes only when the task's rate allows it, every frame otherwise. A running 
 source rate and decode mode replace the assumptions below. A new task goes to the worker with the least
 cost already placed, all its inputs together (one algorithm call takes a frame of each); a task whose
 input names a source some worker already reads (``sources.source_key``) goes to that worker,
-whose stream hub then decodes it once for all the tasks on it.
+whose stream hub then decodes it once for all the tasks on it. A worker waiting out its restart backoff
+takes nothing while another worker is up.
 """
 
 from __future__ import annotations
@@ -59,15 +60,17 @@ def task_cost(target_fps: float, measures: Sequence[InputMeasure]) -> float:
 
 
 def choose_worker(loads: Mapping[int, float], keys: Collection[K] = (),
-                  key_owners: Mapping[K, int] | None = None) -> int:
+                  key_owners: Mapping[K, int] | None = None, up: Collection[int] | None = None) -> int:
     """The worker for a new task: the one already reading one of its sources (``key_owners``: source key
-    → worker), else the least loaded (ties: the lowest index). ``loads``: worker → placed cost; only the
-    workers in it are candidates, and there must be one."""
+    → worker), else the least loaded (ties: the lowest index). ``loads``: worker → placed cost; the workers
+    in it are the candidates, and there must be one. ``up``: the workers that can take a task now (None:
+    all); one waiting to be started again after it kept dying is not a candidate while another is up."""
     if not loads:
         raise ValueError("no worker to place on")
+    candidates = [worker for worker in loads if up is None or worker in up] or list(loads)
     owners = key_owners or {}
     for key in keys:
         owner = owners.get(key)
-        if owner is not None and owner in loads:
+        if owner is not None and owner in candidates:
             return owner
-    return min(loads, key=lambda worker: (loads[worker], worker))
+    return min(candidates, key=lambda worker: (loads[worker], worker))

@@ -3,7 +3,9 @@
 One thread does all starting and stopping, so REST and MQTT requests return at once and two changes
 to one task can never race. Schedules are followed with a timer to the next boundary (no polling).
 The pipelines run in the worker processes of a ``WorkerPool``; when a worker dies its tasks show
-ABNORMAL with the reason until they run again on its replacement.
+ABNORMAL with the reason until they run again on its replacement. A task lost again soon after its
+relaunch (a poison stream crashing its worker) waits a backoff (``backoff.WORKER_RESTART``) before the
+next one, like a schedule boundary: a due time the loop sleeps until.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.backoff import WORKER_RESTART, RestartBackoff
 from agent.redact import mask_text
 from agent.runtime.pipeline import PipelineStatus, StartFailed, input_summary
-from agent.runtime.workers import TaskRun, WorkerLost, WorkerPool
+from agent.runtime.workers import TaskRun, WorkerLost, WorkerPool, WorkerWaiting
 from agent.tasks.errors import ApiError
 from agent.tasks.model import TaskSpec, TaskState
 from agent.tasks.schedule import schedule_status
@@ -49,8 +52,11 @@ class Supervisor:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pipelines: dict[str, tuple[TaskRun, TaskSpec]] = {}
-        self._recovering: set[str] = set()  # tasks whose worker died: ABNORMAL until they run again
+        self._recovering: dict[str, str] = {}  # tasks whose worker died, and how: ABNORMAL until they run again
         self._next_change: dict[str, datetime] = {}
+        # tasks lost with their worker: how soon each may start again, and when (monotonic) a waiting one is due
+        self._restarts: dict[str, RestartBackoff] = {}
+        self._relaunch_at: dict[str, float] = {}
         self._heartbeat = time.monotonic()
         self._busy = threading.Event()
         # held while a pipeline reports and while one is retired: no report lands after its retirement
@@ -125,6 +131,10 @@ class Supervisor:
             return 0.0
         now = self._clock()
         upcoming = [(at - now).total_seconds() for at in self._next_change.values()]
+        with self._lock:
+            relaunches = list(self._relaunch_at.values())
+        monotonic = time.monotonic()
+        upcoming += [at - monotonic for at in relaunches]
         return max(0.0, min([HEARTBEAT_S, *upcoming]))
 
     def _due(self) -> list[str]:
@@ -137,7 +147,12 @@ class Supervisor:
                 ids.append(task_id)
         now = self._clock()
         ids += [task_id for task_id, at in self._next_change.items() if at <= now]
+        monotonic = time.monotonic()
         with self._lock:
+            due = [task_id for task_id, at in self._relaunch_at.items() if at <= monotonic]
+            for task_id in due:
+                del self._relaunch_at[task_id]
+            ids += due
             # a pipeline whose files all ended must be retired
             ids += [task_id for task_id, (pipeline, _) in self._pipelines.items()
                     if pipeline.status().state is TaskState.SUCCEEDED]
@@ -158,6 +173,7 @@ class Supervisor:
             current = self._pipelines.get(task_id)
         if record is None:
             self._next_change.pop(task_id, None)
+            self._forget_losses(task_id)
             if current is not None:
                 self._retire(task_id)
             return
@@ -171,6 +187,7 @@ class Supervisor:
             self._retire(task_id)  # stop, or stop → apply → start for an update
             current = None
         if not wanted:
+            self._forget_losses(task_id)  # a stop (or a window's end) forgets its crashes: a start is a fresh one
             if record.state is not TaskState.STOPPED and record.state is not TaskState.SUCCEEDED:
                 text = "waiting for the next scheduled window" if record.desired is Desired.RUNNING else \
                     "stopped"
@@ -180,7 +197,10 @@ class Supervisor:
                 self._service.report(task_id, schedule_status=sched)
             return
         if current is None:
-            self._launch(record, sched)
+            with self._lock:
+                waiting = task_id in self._relaunch_at
+            if not waiting:
+                self._launch(record, sched)
         elif sched is not None:
             self._service.report(task_id, schedule_status=sched)
 
@@ -217,10 +237,16 @@ class Supervisor:
         try:
             run = self._pool.launch(record, self._reporter(record.id, owner))
         except WorkerLost as exc:  # the worker died under the starting task: try again on its replacement
-            self._lost([record.id], str(exc))
+            self._lost([(record.id, 0.0)], str(exc))
+            return
+        except WorkerWaiting as exc:  # every worker is waiting out its backoff: try again when one starts
+            with self._lock:
+                self._relaunch_at[record.id] = time.monotonic() + exc.seconds
+            death = self._recovering.get(record.id)
+            self._service.report(record.id, status=f"starting: {exc}" if death is None else f"{death}; {exc}")
             return
         except StartFailed as exc:
-            self._recovering.discard(record.id)
+            self._recovering.pop(record.id, None)
             self._start_failed(record.id, str(exc))
             return
         with self._report_lock, self._lock:
@@ -237,26 +263,40 @@ class Supervisor:
     def _retire(self, task_id: str) -> None:
         with self._report_lock, self._lock:
             entry = self._pipelines.pop(task_id, None)
-        self._recovering.discard(task_id)
+        self._recovering.pop(task_id, None)
         if entry is not None:
             self._pool.retire(entry[0])
             log.info("task %s pipeline stopped", task_id)
 
     def _on_worker_lost(self, runs: Sequence[TaskRun], reason: str) -> None:
         """Called from the pool when a worker died: its tasks are ABNORMAL and start again."""
+        now = time.monotonic()
         with self._report_lock, self._lock:
-            lost = [run.task_id for run in runs
+            lost = [(run.task_id, now - run.launched_at) for run in runs
                     if (entry := self._pipelines.get(run.task_id)) is not None and entry[0] is run]
-            for task_id in lost:
+            for task_id, _ in lost:
                 del self._pipelines[task_id]
         self._lost(lost, reason)
 
-    def _lost(self, task_ids: Sequence[str], reason: str) -> None:
-        for task_id in task_ids:
-            self._recovering.add(task_id)
-            self._service.report(task_id, state=TaskState.ABNORMAL, status=f"{reason}; starting again", inputs=[])
-            self._pending.put(task_id)
-        self._wake.set()
+    def _lost(self, losses: Sequence[tuple[str, float]], reason: str) -> None:
+        """Each (task, how long its run lived) starts again: at once, or after a backoff when it keeps dying."""
+        for task_id, lived in losses:
+            with self._lock:
+                delay = self._restarts.setdefault(task_id, RestartBackoff(WORKER_RESTART)).died(lived)
+                if delay:
+                    self._relaunch_at[task_id] = time.monotonic() + delay
+            self._recovering[task_id] = reason
+            again = f"starting again in {delay:.0f} s" if delay else "starting again"
+            self._service.report(task_id, state=TaskState.ABNORMAL, status=f"{reason}; {again}", inputs=[])
+            if not delay:
+                self._pending.put(task_id)
+        self._wake.set()  # the loop's next wake-up may be this task's relaunch
+
+    def _forget_losses(self, task_id: str) -> None:
+        self._recovering.pop(task_id, None)
+        with self._lock:
+            self._restarts.pop(task_id, None)
+            self._relaunch_at.pop(task_id, None)
 
     def _reporter(self, task_id: str, owner: list[TaskRun]) -> Callable[[PipelineStatus], None]:
         last: list[Any] = [None, None, 0.0]  # state, status line, when the task service last heard
@@ -274,7 +314,7 @@ class Supervisor:
                 if task_id in self._recovering:
                     if status.state is TaskState.STARTING:
                         return
-                    self._recovering.discard(task_id)
+                    self._recovering.pop(task_id, None)
                 now = time.monotonic()
                 if status.state is not last[0] or status.status != last[1] or now - last[2] >= REPORT_EVERY_S:
                     # a state change is news at once; fps and counters every few seconds (MQTT retained state)

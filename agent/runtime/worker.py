@@ -72,7 +72,7 @@ def run(conn: Connection, config: WorkerConfig) -> None:
     """The worker process's entry point (the target of ``multiprocessing.Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    configure_logging(config.log_level, config.log_format)  # type: ignore[arg-type]
+    configure_logging(config.log_level, config.log_format, worker=config.index)  # type: ignore[arg-type]
     Worker(conn, config).serve()
 
 
@@ -114,7 +114,7 @@ class Worker:
                 else:
                     self._stop(command.run_id)
             except Exception:  # one task's trouble must not end the worker and every other task on it
-                log.exception("worker %d: %s failed", self._config.index, type(command).__name__)
+                log.exception("%s failed", type(command).__name__)
         self._stop_all()
         logging.shutdown()
 
@@ -218,7 +218,7 @@ class Worker:
             with self._send_lock:
                 self._conn.send(message)
         except (OSError, ValueError) as exc:  # the main process is gone; the receiver ends the worker
-            log.debug("worker %d: send failed: %s", self._config.index, mask_text(repr(exc)))
+            log.debug("send failed: %s", mask_text(repr(exc)))
 
     def _expect(self, kind: str, key: int) -> _Answer:
         answer = _Answer()
@@ -243,7 +243,7 @@ class Worker:
             try:
                 message = self._conn.recv()
             except (EOFError, OSError):
-                log.info("worker %d: the main process closed the channel; stopping", self._config.index)
+                log.info("the main process closed the channel; stopping")
                 break
             if isinstance(message, (StartTask, StopTask, Shutdown)):
                 self._commands.put(message)

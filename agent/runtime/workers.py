@@ -13,13 +13,16 @@ are watched here too and sent to the worker as a reconnect.
 A worker that dies (SIGKILL, a native crash) ends its pipe and its process sentinel fires: its receiving
 thread reports the lost tasks to the supervisor through ``on_lost`` at once, starts a replacement in the
 same slot, and the supervisor starts the tasks again (placed as new ones). Batches the worker sent before
-it died were committed and stay committed; a batch cut off mid-send was never committed.
+it died were committed and stay committed; a batch cut off mid-send was never committed. A worker that
+dies again soon after it was started (a crash loop: a poison stream, a worker dying at start-up) is
+replaced after a backoff (``backoff.WORKER_RESTART``); while its slot waits, tasks go to the other workers.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import multiprocessing
 import signal
 import threading
@@ -32,6 +35,7 @@ from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 
 from agent.algorithms import registry
+from agent.backoff import WORKER_RESTART, RestartBackoff
 from agent.outputs.router import ResultRouter
 from agent.redact import mask_text
 from agent.runtime import placement, procstat
@@ -77,6 +81,14 @@ class WorkerLost(Exception):
     """The worker died while the task was starting on it; the message says how (pid, signal)."""
 
 
+class WorkerWaiting(Exception):
+    """No worker is up: the one the task would go to starts again after its backoff, in ``seconds``."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
+
+
 OnReport = Callable[[PipelineStatus], None]
 OnLost = Callable[[Sequence["TaskRun"], str], None]
 
@@ -89,6 +101,7 @@ class WorkerInfo:
     pid: int | None
     alive: bool
     restarts: int  # replacements started after the worker died
+    restart_in: float | None  # seconds until the replacement starts while the slot waits out its backoff
     cpu_seconds: float | None
     rss_bytes: int | None
     tasks: tuple[str, ...]
@@ -125,6 +138,7 @@ class TaskRun:
         self.lost: str | None = None  # how the worker died, when it died before the task had started
         self.stopped = threading.Event()
         self.unwatch: list[Callable[[], None]] = []
+        self.launched_at = time.monotonic()  # how long the run lived, when its worker dies
 
     def status(self) -> PipelineStatus:
         with self._lock:
@@ -194,11 +208,15 @@ class _Worker:
         self._conn: Connection | None = None
         self.restarts = 0
         self.streams: tuple[SharedStreamStatus, ...] = ()  # as the worker last reported them
+        self.started_at = time.monotonic()
+        self.backoff = RestartBackoff(WORKER_RESTART)
+        self.restart_at: float | None = None  # while the slot waits out its backoff: when it starts again
 
     def start(self) -> None:
         ctx = self._context
         self.ready.clear()
         self.streams = ()
+        self.started_at = time.monotonic()
         ours, theirs = ctx.Pipe(duplex=True)
         process = ctx.Process(target=worker_main, args=(theirs, self.config),
                               name=f"edge-agent-worker-{self.index}", daemon=True)
@@ -206,6 +224,7 @@ class _Worker:
         theirs.close()  # the worker's end lives in the worker only: its death ends the pipe here
         with self._send_lock:
             self.process, self._conn = process, ours
+        self.restart_at = None
         threading.Thread(target=self._receive, args=(process, ours), name=f"worker-{self.index}-receive",
                          daemon=True).start()
 
@@ -224,6 +243,11 @@ class _Worker:
     def pid(self) -> int | None:
         process = self.process
         return None if process is None else process.pid
+
+    def restart_in(self) -> float | None:
+        """Seconds until the replacement starts while the slot waits out its backoff; None when it does not."""
+        at = self.restart_at
+        return None if at is None else max(0.0, at - time.monotonic())
 
     def _receive(self, process: BaseProcess, conn: Connection) -> None:
         sentinel = process.sentinel
@@ -321,10 +345,15 @@ class WorkerPool:
             for placed in self._runs.values():
                 loads[placed.worker] += placed.cost()
                 owners.update(dict.fromkeys(placed.source_keys, placed.worker))
-            index = placement.choose_worker(loads, shared_sources(spec), owners)
+            up = [worker.index for worker in self._workers if worker.restart_at is None]
+            index = placement.choose_worker(loads, shared_sources(spec), owners, up)
+            worker = self._workers[index]
+            waiting = worker.restart_in()
+            if waiting:  # no worker is up: the task waits for this one's start, not READY_TIMEOUT_S of it
+                raise WorkerWaiting(f"no worker process is up; worker {index} starts again in "
+                                    f"{math.ceil(waiting)} s", waiting)
             run = TaskRun(next(self._run_ids), record, index, fps, on_report)
             self._runs[run.run_id] = run
-        worker = self._workers[index]
         if not worker.ready.wait(READY_TIMEOUT_S):
             log.error("worker %d did not come up within %.0f s", index, READY_TIMEOUT_S)
         if not worker.send(StartTask(run.run_id, record)) or not run.started.wait(START_TIMEOUT_S) \
@@ -368,7 +397,7 @@ class WorkerPool:
             pid = worker.pid
             used = procstat.usage(pid) if pid is not None else None
             infos.append(WorkerInfo(worker.index, pid, process is not None and process.is_alive(),
-                                    worker.restarts, used.cpu_seconds if used else None,
+                                    worker.restarts, worker.restart_in(), used.cpu_seconds if used else None,
                                     used.rss_bytes if used else None, tasks[worker.index]))
         return infos
 
@@ -439,7 +468,12 @@ class WorkerPool:
         if self._stopping.is_set():
             return
         reason = _exit_reason(worker.index, process)
+        lived = time.monotonic() - worker.started_at
+        delay = worker.backoff.died(lived)
         worker.streams = ()  # its connections died with it
+        worker.ready.clear()  # the tasks' relaunch waits for the replacement
+        if delay:  # before the tasks are relaunched: placement keeps them off this slot
+            worker.restart_at = time.monotonic() + delay
         with self._lock:
             lost = [run for run in self._runs.values() if run.worker == worker.index]
             for run in lost:
@@ -450,9 +484,12 @@ class WorkerPool:
             run.started.set()
             run.stopped.set()
             self._unwatch(run)
-        log.error("%s; %d task(s) on it start again", reason, len(lost))
-        worker.ready.clear()  # the tasks' relaunch waits for the replacement
+        again = f"it keeps dying within {worker.backoff.stable_s:.0f} s of a start: a replacement starts in " \
+                f"{delay:.1f} s" if delay else "a replacement starts now"
+        log.error("%s after %.1f s up; %s; %d task(s) on it start again", reason, lived, again, len(lost))
         self._on_lost(lost, reason)
+        if self._stopping.wait(delay):  # a stop ends the wait, and no replacement outlives the pool
+            return
         worker.restarts += 1
         try:
             worker.start()

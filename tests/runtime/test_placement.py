@@ -57,3 +57,13 @@ def test_placing_tasks_one_by_one_keeps_workers_within_one_task_of_each_other(ra
         biggest = max(biggest, cost)
         loads[choose_worker(loads)] += cost
     assert max(loads.values()) - min(loads.values()) <= biggest
+
+
+def test_a_worker_waiting_out_its_restart_backoff_takes_nothing_while_another_is_up() -> None:
+    assert choose_worker({0: 0.0, 1: 9.0}, up=[1]) == 1
+    owners = {"video_source:lobby": 0}
+    assert choose_worker({0: 0.0, 1: 9.0}, ["video_source:lobby"], owners, up=[1]) == 1  # not even its source
+    assert choose_worker({0: 3.0, 1: 1.0, 2: 2.0}, up=[0, 2]) == 2
+    # no worker is up at all: every one is a candidate (the task then waits for the one it goes to)
+    assert choose_worker({0: 3.0, 1: 1.0}, up=[]) == 1
+    assert choose_worker({0: 3.0, 1: 1.0}, ["video_source:lobby"], owners, up=[]) == 0

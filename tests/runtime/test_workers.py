@@ -1,10 +1,13 @@
 """The data plane's worker processes, for real: a worker SIGKILLed under load is contained (its tasks
 ABNORMAL, then running again on a replacement, the other worker's tasks delivering meanwhile, every
-committed event delivered exactly once), and a real ``edge-agent run`` with busy workers stops on
-SIGTERM within systemd's bound. Live RTSP from the GStreamer server, a real webhook receiver."""
+committed event delivered exactly once); a worker killed again soon after its restart is replaced after a
+backoff, its tasks meanwhile on another worker or waiting for it; and a real ``edge-agent run`` with busy
+workers stops on SIGTERM within systemd's bound. Live RTSP from the GStreamer server, a real webhook
+receiver."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -15,13 +18,17 @@ from typing import Any
 
 import pytest
 
+from agent.backoff import BackoffPolicy
+from agent.runtime import workers as worker_pool
 from agent.runtime.app import AgentRuntime
 from agent.settings import AgentSettings
+from agent.tasks.errors import ApiError
 from agent.tasks.service import TaskChange
 from tests.fixtures.agent_process import AgentFactory
 from tests.fixtures.ports import free_port
 from tests.fixtures.rtsp import RtspServer
 from tests.fixtures.webhook import WebhookReceiver
+from tests.runtime.test_metrics import scrape, value
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -114,6 +121,110 @@ def test_a_killed_worker_is_replaced_and_no_committed_event_is_lost_or_delivered
     assert sink.delivered == len(delivered) and sink.dead_letters == 0  # every committed event arrived
 
 
+def start_runtime(tmp_path: Path, runtimes: list[AgentRuntime], workers: int) -> tuple[AgentRuntime, StateLog]:
+    settings = AgentSettings(node_id="workers-test", state_dir=tmp_path / "state",
+                             api={"listen": f"127.0.0.1:{free_port()}", "token": "t0k3n-workers"},
+                             runtime={"workers": workers})
+    runtime = AgentRuntime(settings)
+    runtimes.append(runtime)
+    states = StateLog()
+    runtime.service.add_listener(states)
+    runtime.start()
+    return runtime, states
+
+
+def idle_task(runtime: AgentRuntime, name: str) -> str:
+    """A task whose live input never connects: its pipeline runs (and dies with its worker), decoding nothing."""
+    return runtime.service.create("p", "video-quality-diagnosis",
+                                  busy_task(f"rtsp://127.0.0.1:9/{name}", "http://127.0.0.1:9/hook", name))
+
+
+def placed(runtime: AgentRuntime) -> dict[str, int | None]:
+    """Task → the worker its running pipeline is on."""
+    return {pipeline.task_id: pipeline.worker for pipeline in runtime.supervisor.pipelines()}
+
+
+def saw(states: StateLog, task_id: str, status: str, after: float = 0.0) -> bool:
+    return any(at > after and text == status for at, _, text in states.of(task_id))
+
+
+def test_a_worker_killed_again_soon_after_its_restart_is_replaced_after_a_backoff_its_tasks_waiting(
+        tmp_path: Path, runtimes: list[AgentRuntime], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr(worker_pool, "WORKER_RESTART", BackoffPolicy(first_s=6.0, max_s=6.0, jitter=0.0))
+    runtime, states = start_runtime(tmp_path, runtimes, workers=1)
+    kept, stopped, deleted = (idle_task(runtime, name) for name in ("kept", "stopped", "deleted"))
+    wait_until(lambda: placed(runtime) == dict.fromkeys((kept, stopped, deleted), 0), what="three tasks running")
+    first = runtime.workers.workers()[0].pid
+    assert first is not None
+
+    os.kill(first, signal.SIGKILL)  # a first death: replaced at once, its tasks relaunched at once
+    lost = f"worker 0 (pid {first}) was killed by SIGKILL"
+    for task in (kept, stopped, deleted):
+        wait_until(lambda task=task: saw(states, task, f"{lost}; starting again"), what="the first loss")
+    second = wait_until(lambda: (w := runtime.workers.workers()[0]).alive and w.pid != first and len(placed(runtime))
+                        == 3 and w.pid, what="the tasks relaunched on the replacement")
+    assert runtime.workers.workers()[0].restarts == 1
+
+    killed_at = time.monotonic()
+    os.kill(second, signal.SIGKILL)  # dead again within a minute of its start: a crash loop
+    lost = f"worker 0 (pid {second}) was killed by SIGKILL"
+    for task in (kept, stopped, deleted):  # lost again soon after their relaunch: each waits its own backoff
+        wait_until(lambda task=task: saw(states, task, f"{lost}; starting again in 1 s"), what="the second loss")
+    # when a task's own wait is over no worker is up: it waits for the replacement, never START_FAILED
+    waiting = f"{lost}; no worker process is up; worker 0 starts again in "
+    wait_until(lambda: any(text.startswith(waiting) for _, _, text in states.of(kept)), what="kept waiting")
+    newcomer = idle_task(runtime, "newcomer")
+    wait_until(lambda: any(text.startswith("starting: no worker process is up; worker 0 starts again in ")
+                           for _, state, text in states.of(newcomer) if state == "STARTING"),
+               what="the new task waiting for a worker")
+    runtime.service.stop("p", stopped)
+    runtime.service.delete("p", deleted)
+
+    third = wait_until(lambda: (w := runtime.workers.workers()[0]).alive and w.pid != second and w.pid,
+                       what="the second replacement")
+    assert time.monotonic() - killed_at >= 6.0  # not before its backoff
+    assert any("it keeps dying within 60 s of a start: a replacement starts in 6.0 s" in r.getMessage()
+               for r in caplog.records)
+    wait_until(lambda: set(placed(runtime)) == {kept, newcomer}, what="the waiting tasks running again")
+    assert runtime.supervisor.wait_idle()
+    assert set(placed(runtime)) == {kept, newcomer}  # what was stopped or deleted while waiting stays so
+    assert runtime.service.get("p", stopped).state.value == "STOPPED"
+    with pytest.raises(ApiError):
+        runtime.service.get("p", deleted)
+    assert runtime.workers.workers()[0].pid == third and runtime.workers.workers()[0].restarts == 2
+
+
+def test_while_a_crash_looping_worker_waits_tasks_go_to_another_and_a_stop_ends_the_wait(
+        tmp_path: Path, runtimes: list[AgentRuntime], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_pool, "WORKER_RESTART", BackoffPolicy(first_s=600.0, max_s=600.0, jitter=0.0))
+    runtime, states = start_runtime(tmp_path, runtimes, workers=2)
+    task = idle_task(runtime, "looping")
+    wait_until(lambda: placed(runtime) == {task: 0}, what="the task on worker 0")
+    first = runtime.workers.workers()[0].pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    second = wait_until(lambda: placed(runtime) == {task: 0} and (w := runtime.workers.workers()[0]).pid != first
+                        and w.alive and w.pid, what="the task relaunched on worker 0's replacement")
+    os.kill(second, signal.SIGKILL)
+    wait_until(lambda: placed(runtime) == {task: 1}, what="the task on worker 1")  # after its own second of backoff
+    slot = runtime.workers.workers()[0]
+    assert not slot.alive and slot.restarts == 1 and slot.restart_in is not None and slot.restart_in > 500
+    samples, _ = scrape(runtime)
+    assert value(samples, "edge_agent_worker_up", worker="0") == 0.0
+    assert (value(samples, "edge_agent_worker_restart_backoff_seconds", worker="0") or 0.0) > 500
+    assert value(samples, "edge_agent_worker_restart_backoff_seconds", worker="1") == 0.0
+    other = idle_task(runtime, "newcomer")  # worker 0 has nothing on it, yet it is not up
+    wait_until(lambda: placed(runtime).get(other) == 1, what="the new task on worker 1")
+
+    waiting = [thread for thread in threading.enumerate() if thread.name == "worker-0-receive"]
+    assert waiting  # the dead worker's receiving thread waits out the backoff
+    runtime.stop()
+    wait_until(lambda: not any(thread.is_alive() for thread in waiting), what="the backoff wait ended by the stop")
+    assert runtime.workers.workers()[0].restarts == 1  # and no replacement was started
+    assert saw(states, task, f"worker 0 (pid {second}) was killed by SIGKILL; starting again in 1 s")
+
+
 def _descendants(pid: int) -> set[int]:
     found: set[int] = set()
     pending = [pid]
@@ -155,3 +266,7 @@ def test_sigterm_stops_an_agent_with_busy_workers_within_the_bound(
     assert time.monotonic() - started < 10.0  # systemd's TimeoutStopSec
     wait_until(lambda: not any(Path(f"/proc/{child}").exists() for child in children), timeout=5,
                what="every worker process gone")
+    lines = [json.loads(line) for line in agent.log.read_text().splitlines() if line.startswith("{")]
+    from_workers = [line for line in lines if line["logger"].startswith("agent.sources.")]
+    assert from_workers and all(line["worker"] in (0, 1) for line in from_workers)  # each says which worker
+    assert all("worker" not in line for line in lines if line["logger"] == "agent.runtime.workers")
