@@ -35,34 +35,31 @@ import argparse
 import json
 import os
 import platform
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.agent_process import BenchAgent  # noqa: E402
+from bench.clips import OUT, Clip, ensure  # noqa: E402
 from bench.rtsp_farm import RtspFarm, proc_cpu_seconds  # noqa: E402
 from tests.fixtures.ports import free_port  # noqa: E402
 
-OUT = REPO / "bench" / "out"
-CLIP_SECONDS = 180  # longer than start-up + warm-up + window: a clip's end would be a reconnect
-CLIP = OUT / f"h264_1280x720_25fps_gop25_2M_{CLIP_SECONDS}s.mp4"
+# like an IP camera's main stream: 1 s GOP, no B-frames, Main profile, ~2 Mbit/s, sensor noise; longer than
+# start-up + warm-up + window: a clip's end would be a reconnect
+CLIP = Clip(1280, 720, seconds=180, gop=25, bitrate="2M", profile="main", maxrate="2M", noise=5)
 TARGETS = {1.0: 48, 5.0: 20}
 MIN_RATIO = 0.99
 MAX_P99_S = 0.5
 ALGORITHMS = ("intrusion-detection", "video-quality-diagnosis")
-TOKEN = "capacity-bench-token"
 
 RECEIVER = """
 import sys
@@ -73,25 +70,6 @@ receiver.start()
 print("ready", flush=True)
 sys.stdin.read()
 """
-
-
-# --- the clip ----------------------------------------------------------------------------------------
-def ensure_clip() -> Path:
-    """A 720p25 H.264 clip like an IP camera's main stream: 1 s GOP, no B-frames, ~2 Mbit/s, sensor noise."""
-    if CLIP.exists():
-        return CLIP
-    OUT.mkdir(parents=True, exist_ok=True)
-    part = CLIP.with_suffix(".part.mp4")
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-         "testsrc2=size=1280x720:rate=25", "-vf", "noise=alls=5:allf=t", "-t", str(CLIP_SECONDS),
-         "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "main", "-pix_fmt", "yuv420p",
-         "-b:v", "2M", "-maxrate", "2M", "-bufsize", "2M", "-g", "25", "-keyint_min", "25",
-         "-sc_threshold", "0", "-bf", "0", "-an", "-movflags", "+faststart", str(part)],
-        check=True,
-    )
-    part.rename(CLIP)
-    return CLIP
 
 
 # --- the agent ----------------------------------------------------------------------------------------
@@ -106,62 +84,25 @@ def task_body(index: int, url: str, fps: float, webhook: str) -> tuple[str, dict
     }
 
 
-class AgentProcess:
-    """A real ``edge-agent run`` of this tree's code, as a user runs it: a config file, a temp state dir,
-    tasks created through its REST API, every figure read from its ``/metrics``."""
-
-    def __init__(self, urls: list[str], fps: float, webhook: str, workers: str, log: Path) -> None:
-        self.port = free_port()
-        self.state = Path(tempfile.mkdtemp(prefix="capacity-state-"))
-        config = self.state / "agent.toml"
-        workers_toml = f'"{workers}"' if workers == "auto" else workers
-        config.write_text(
-            f'node_id = "capacity-bench"\nstate_dir = "{self.state / "state"}"\n'
-            f'[api]\nlisten = "127.0.0.1:{self.port}"\ntoken = "{TOKEN}"\n'
-            f"[limits]\nmax_tasks = {len(urls) + 1}\nmax_inputs = {len(urls) + 1}\n"
-            f'[log]\nlevel = "WARNING"\n[runtime]\nworkers = {workers_toml}\n')
-        self._log = log.open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--config", str(config), "run"], cwd=REPO, stdout=self._log,
-            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers={"X-Auth-Token": TOKEN},
-                                   timeout=30)
-        deadline = time.monotonic() + 120
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"edge-agent exited with {self.process.returncode}; see {log}")
-            try:
-                if self.client.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"edge-agent did not come up; see {log}")
-            time.sleep(0.2)
+def start_agent(urls: list[str], fps: float, webhook: str, workers: str, log: Path) -> BenchAgent:
+    """A real ``edge-agent run`` with one task per camera URL, created through its REST API."""
+    workers_toml = f'"{workers}"' if workers == "auto" else workers
+    agent = BenchAgent(f"[limits]\nmax_tasks = {len(urls) + 1}\nmax_inputs = {len(urls) + 1}\n"
+                       f'[log]\nlevel = "WARNING"\n[runtime]\nworkers = {workers_toml}\n', log=log, up_within=120)
+    try:
         spread = 1.0 / max(1, len(urls))  # one GOP (1 s) over all cameras: keyframes out of phase
         for index, url in enumerate(urls):
-            service, body = task_body(index, url, fps, webhook)
-            reply = self.client.post(f"/v2/bench/services/{service}/tasks", json=body)
-            if reply.status_code != 200:
-                raise RuntimeError(f"creating cam{index} failed: HTTP {reply.status_code} {reply.text}")
+            agent.create(*task_body(index, url, fps, webhook))
             time.sleep(spread)
+    except BaseException:
+        agent.stop()
+        raise
+    return agent
 
-    def snap(self) -> dict[str, Any]:
-        """One scrape of /metrics as the figures summarise() reads: per task and input, CPU and RSS."""
-        text = self.client.get("/metrics").text
-        return {"t": time.monotonic(), **parse_metrics(text)}
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        self.client.close()
-        self._log.close()
-        shutil.rmtree(self.state, ignore_errors=True)
+def scrape(agent: BenchAgent) -> dict[str, Any]:
+    """One scrape of /metrics as the figures summarise() reads: per task and input, CPU and RSS."""
+    return {"t": time.monotonic(), **parse_metrics(agent.metrics())}
 
 
 _TASK_COUNTERS = {"edge_agent_task_frames_processed_total": "frames_processed",
@@ -178,7 +119,7 @@ _CPU = ("process_cpu_seconds_total", "edge_agent_worker_cpu_seconds_total")
 _RSS = ("process_resident_memory_bytes", "edge_agent_worker_resident_memory_bytes")
 
 
-def parse_metrics(text: str) -> dict[str, Any]:
+def parse_metrics(samples: list[Sample]) -> dict[str, Any]:
     tasks: dict[str, dict[str, Any]] = {}
     cpu = rss = 0.0
 
@@ -188,33 +129,32 @@ def parse_metrics(text: str) -> dict[str, Any]:
             "latency_buckets": [], "latency_sum": 0.0, "latency_count": 0,
             "algorithm_buckets": [], "algorithm_sum": 0.0, "algorithm_count": 0})
 
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            name, labels, value = sample.name, sample.labels, sample.value
-            if name in _CPU:
-                cpu += value
-            elif name in _RSS:
-                rss += value
-            task_id = labels.get("task_id")
-            if task_id is None:
-                continue
-            if "input" in labels:
-                entry = task(task_id)["inputs"].setdefault(int(labels["input"]), {"state": "?"})
-                if name == "edge_agent_input_state" and value == 1.0:
-                    entry["state"] = labels["state"].upper()
-                elif name in _INPUT_VALUES:
-                    entry[_INPUT_VALUES[name]] = value if "fps" in name else int(value)
-                continue
-            if name in _TASK_COUNTERS:
-                task(task_id)[_TASK_COUNTERS[name]] = int(value)
-                task(task_id)["service"] = labels.get("service_name", "")
-            for base, key in _HISTOGRAMS.items():
-                if name == f"{base}_bucket":
-                    task(task_id)[f"{key}_buckets"].append([float(labels["le"]), int(value)])
-                elif name == f"{base}_sum":
-                    task(task_id)[f"{key}_sum"] = value
-                elif name == f"{base}_count":
-                    task(task_id)[f"{key}_count"] = int(value)
+    for sample in samples:
+        name, labels, value = sample.name, sample.labels, sample.value
+        if name in _CPU:
+            cpu += value
+        elif name in _RSS:
+            rss += value
+        task_id = labels.get("task_id")
+        if task_id is None:
+            continue
+        if "input" in labels:
+            entry = task(task_id)["inputs"].setdefault(int(labels["input"]), {"state": "?"})
+            if name == "edge_agent_input_state" and value == 1.0:
+                entry["state"] = labels["state"].upper()
+            elif name in _INPUT_VALUES:
+                entry[_INPUT_VALUES[name]] = value if "fps" in name else int(value)
+            continue
+        if name in _TASK_COUNTERS:
+            task(task_id)[_TASK_COUNTERS[name]] = int(value)
+            task(task_id)["service"] = labels.get("service_name", "")
+        for base, key in _HISTOGRAMS.items():
+            if name == f"{base}_bucket":
+                task(task_id)[f"{key}_buckets"].append([float(labels["le"]), int(value)])
+            elif name == f"{base}_sum":
+                task(task_id)[f"{key}_sum"] = value
+            elif name == f"{base}_count":
+                task(task_id)[f"{key}_count"] = int(value)
     pipelines = []
     for entry in tasks.values():
         entry["inputs"] = [entry["inputs"][index] for index in sorted(entry["inputs"])]
@@ -336,11 +276,11 @@ def measure(fps: float, streams: int, clip: Path, receiver: WebhookProcess, *, w
     code = code_version()
     farm = RtspFarm(clip, mounts=max(1, streams), processes=servers)
     farm.start()
-    children: list[AgentProcess] = []
+    children: list[BenchAgent] = []
     urls = farm.urls()[:streams]
 
     def snap_all() -> dict[str, Any]:
-        snaps = [child.snap() for child in children]
+        snaps = [scrape(child) for child in children]
         return {"t": snaps[0]["t"], "pipelines": [p for snap in snaps for p in snap["pipelines"]],
                 "cpu_seconds": sum(snap["cpu_seconds"] for snap in snaps),
                 "rss_bytes": sum(snap["rss_bytes"] for snap in snaps)}
@@ -348,7 +288,7 @@ def measure(fps: float, streams: int, clip: Path, receiver: WebhookProcess, *, w
     try:
         for number in range(agents):
             log = OUT / f"capacity-agent-{fps:g}fps-{streams}-w{workers}-{number}.log"
-            children.append(AgentProcess(urls[number::agents], fps, receiver.url, workers, log))
+            children.append(start_agent(urls[number::agents], fps, receiver.url, workers, log))
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # every input RUNNING (or give up and measure what runs)
             states = [i["state"] for p in snap_all()["pipelines"] for i in p["inputs"]]
@@ -451,12 +391,9 @@ def summarise(fps: float, streams: int, workers: str, first: dict[str, Any], las
 
 def idle_rss(receiver: WebhookProcess, workers: str) -> float:
     """RSS (MiB) of an agent with no task, main process and workers: the baseline for RSS per stream."""
-    agent = AgentProcess([], 1.0, receiver.url, workers, OUT / f"capacity-agent-idle-w{workers}.log")
-    try:
+    with start_agent([], 1.0, receiver.url, workers, OUT / f"capacity-agent-idle-w{workers}.log") as agent:
         time.sleep(3)
-        return float(agent.snap()["rss_bytes"]) / 2**20
-    finally:
-        agent.stop()
+        return float(scrape(agent)["rss_bytes"]) / 2**20
 
 
 # --- the search and the report -------------------------------------------------------------------------
@@ -562,7 +499,7 @@ def main() -> None:
                         help="deal the cameras over this many agent processes (CPU and RSS sum them)")
     parser.add_argument("--json", default="capacity.json", help="results file under bench/out/")
     args = parser.parse_args()
-    clip = ensure_clip()
+    clip = ensure(CLIP)
     info = machine()
     print(f"# machine: {info}; clip: {clip.name}; load {loadavg():.2f}", flush=True)
     receiver = WebhookProcess()

@@ -11,21 +11,17 @@ workers reported ready, a few samples apart; the median is printed with RSS for 
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
-
-import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.agent_process import BenchAgent  # noqa: E402
 from bench.proctree import process_tree  # noqa: E402
-from tests.fixtures.ports import free_port  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
 TARGET_MIB = 150.0  # issue 12: idle agent with 2 workers, all processes
 
@@ -42,43 +38,24 @@ def rollup(pid: int) -> dict[str, int]:
     return fields
 
 
+def workers_up(agent: BenchAgent) -> int:
+    return sum(1 for sample in agent.metrics() if sample.name == "edge_agent_worker_up" and sample.value == 1.0)
+
+
 def measure(workers: int, samples: int, settle_s: float) -> tuple[float, float, int]:
-    with tempfile.TemporaryDirectory() as folder:
-        port = free_port()
-        config = Path(folder) / "agent.toml"
-        config.write_text(f'node_id = "bench"\nstate_dir = "{folder}/state"\n[api]\nlisten = "127.0.0.1:{port}"\n'
-                          f'token = "bench-token"\n[runtime]\nworkers = {workers}\n[log]\nlevel = "WARNING"\n')
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        agent = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(config), "run"], env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-                    up = sum(1 for line in metrics.splitlines()
-                             if line.startswith("edge_agent_worker_up{") and line.endswith(" 1.0"))
-                    if up == workers:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the agent's workers did not come up")
-                time.sleep(0.2)
-            time.sleep(settle_s)
-            pss, rss = [], []
-            processes = 0
-            for _ in range(samples):
-                pids = process_tree(agent.pid)
-                processes = len(pids)
-                rollups = [rollup(pid) for pid in pids]
-                pss.append(sum(r.get("Pss", 0) for r in rollups) / 1024)
-                rss.append(sum(r.get("Rss", 0) for r in rollups) / 1024)
-                time.sleep(1.0)
-            return statistics.median(pss), statistics.median(rss), processes
-        finally:
-            agent.terminate()
-            agent.wait(30)
+    with BenchAgent(f'[runtime]\nworkers = {workers}\n[log]\nlevel = "WARNING"\n') as agent:
+        wait_until(lambda: workers_up(agent) == workers, 60, "the agent's workers", interval=0.2)
+        time.sleep(settle_s)
+        pss, rss = [], []
+        processes = 0
+        for _ in range(samples):
+            pids = process_tree(agent.pid)
+            processes = len(pids)
+            rollups = [rollup(pid) for pid in pids]
+            pss.append(sum(r.get("Pss", 0) for r in rollups) / 1024)
+            rss.append(sum(r.get("Rss", 0) for r in rollups) / 1024)
+            time.sleep(1.0)
+        return statistics.median(pss), statistics.median(rss), processes
 
 
 def main() -> int:

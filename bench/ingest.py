@@ -40,9 +40,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.clips import Clip, ensure
+
 ROOT = Path(__file__).resolve().parent.parent
-OUT = ROOT / "bench" / "out"
-CLIPS = {"720p25": (1280, 720, "2M"), "1080p25": (1920, 1080, "4M")}
+CLIPS = {"720p25": (1280, 720, "2M"), "1080p25": (1920, 1080, "4M")}  # 2 s GOP, no B-frames, like a camera
 
 
 # --- measurement helpers -----------------------------------------------------------------------
@@ -74,22 +75,8 @@ def machine() -> str:
 
 
 def make_clips(seconds: int) -> dict[str, Path]:
-    OUT.mkdir(parents=True, exist_ok=True)
-    clips = {}
-    for name, (width, height, bitrate) in CLIPS.items():
-        path = OUT / f"clip_{name}_{seconds}s.mp4"
-        if not path.exists():
-            print(f"generating {path.name} …", flush=True)
-            subprocess.run(
-                ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=25",
-                 "-t", str(seconds), "-c:v", "libx264", "-preset", "veryfast", "-b:v", bitrate,
-                 "-g", "50", "-keyint_min", "50", "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p",
-                 str(path) + ".tmp.mp4"],
-                check=True,
-            )
-            os.replace(str(path) + ".tmp.mp4", path)
-        clips[name] = path
-    return clips
+    return {name: ensure(Clip(width, height, seconds=seconds, gop=50, bitrate=bitrate), announce=True)
+            for name, (width, height, bitrate) in CLIPS.items()}
 
 
 # --- workers: each runs in its own process and prints one JSON line ----------------------------
@@ -279,18 +266,7 @@ def compare(label: str, source: str, size: str, seconds: float, repeat: int) -> 
 
 def make_packets_clip(minutes: int) -> Path:
     """A long small clip (320x240, 25 fps, 2 s GOP): many packets, cheap keyframes."""
-    OUT.mkdir(parents=True, exist_ok=True)
-    path = OUT / f"clip_240p25_{minutes}min.mp4"
-    if not path.exists():
-        print(f"generating {path.name} …", flush=True)
-        subprocess.run(
-            ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25",
-             "-t", str(minutes * 60), "-c:v", "libx264", "-preset", "veryfast", "-b:v", "300k", "-g", "50",
-             "-keyint_min", "50", "-sc_threshold", "0", "-bf", "0", "-pix_fmt", "yuv420p", str(path) + ".tmp.mp4"],
-            check=True,
-        )
-        os.replace(str(path) + ".tmp.mp4", path)
-    return path
+    return ensure(Clip(320, 240, seconds=minutes * 60, gop=50, bitrate="300k"), announce=True)
 
 
 def per_packet(minutes: int, repeat: int) -> list[str]:

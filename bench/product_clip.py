@@ -40,44 +40,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.agent_process import BenchAgent  # noqa: E402
+from bench.clips import OUT, Clip, ensure  # noqa: E402
 from bench.proctree import tree_cpu  # noqa: E402
-from tests.fixtures.ports import free_port  # noqa: E402
 
-OUT = ROOT / "bench" / "out"
 PLUGIN = ROOT / "bench" / "read_frame_plugin"
 PLUGIN_SITE = OUT / "read_frame_plugin_site"
-CLIP_SECONDS = 60
-CLIP = OUT / f"product_h264_1280x720_25fps_gop50_2M_noise_{CLIP_SECONDS}s.mp4"
 WIDTH, HEIGHT, SOURCE_FPS = 1280, 720, 25
+# like a camera's main stream: 2 s GOP, no B-frames, Main profile, 2 Mbit/s, sensor noise
+CLIP = Clip(WIDTH, HEIGHT, seconds=60, gop=50, bitrate="2M", fps=SOURCE_FPS, profile="main", maxrate="2M", noise=5)
 TARGETS = {5.0: 0.85, 0.5: 0.15}
-TOKEN = "product-clip-bench"
 SERVICE = "bench-read-frame"
 
 
 # --- set-up ------------------------------------------------------------------------------------------
-def ensure_clip() -> Path:
-    """60 s 720p25 H.264 like a camera's main stream: 2 s GOP, no B-frames, 2 Mbit/s, sensor noise."""
-    if CLIP.exists():
-        return CLIP
-    OUT.mkdir(parents=True, exist_ok=True)
-    part = CLIP.with_suffix(".part.mp4")
-    subprocess.run(
-        ["ffmpeg", "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-         f"testsrc2=size={WIDTH}x{HEIGHT}:rate={SOURCE_FPS}", "-vf", "noise=alls=5:allf=t",
-         "-t", str(CLIP_SECONDS), "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "main",
-         "-pix_fmt", "yuv420p", "-b:v", "2M", "-maxrate", "2M", "-bufsize", "2M", "-g", "50",
-         "-keyint_min", "50", "-sc_threshold", "0", "-bf", "0", "-an", "-movflags", "+faststart", str(part)],
-        check=True,
-    )
-    part.rename(CLIP)
-    return CLIP
-
-
 def ensure_plugin() -> Path:
     """The bench plugin installed into a folder of its own (put on the agent's PYTHONPATH only).
 
@@ -103,93 +82,40 @@ def loadavg() -> float:
 
 
 # --- the agent ---------------------------------------------------------------------------------------------
-class Agent:
-    """A real ``edge-agent run`` with its own state dir and port; the clip's folder is a media root."""
-
-    def __init__(self, workdir: Path, clip: Path, plugin_site: Path, code: Path) -> None:
-        self.port = free_port()
-        self.log = workdir / "agent.log"
-        config = workdir / "agent.toml"
-        config.write_text(
-            f'node_id = "bench"\nstate_dir = "{workdir / "state"}"\nmedia_roots = ["{clip.parent}"]\n'
-            f'[api]\nlisten = "127.0.0.1:{self.port}"\ntoken = "{TOKEN}"\n'
-        )
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(code), str(plugin_site)])}
-        with self.log.open("ab") as handle:
-            self.process = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(config), "run"],
-                                            stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=code)
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers={"X-Auth-Token": TOKEN},
-                                   timeout=10)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"edge-agent exited:\n{self.log.read_text()}")
-            try:
-                if self.client.get("/healthz").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"edge-agent did not come up:\n{self.log.read_text()}")
-            time.sleep(0.2)
-
-    def create(self, clip: Path, fps: float) -> str:
-        body = {
-            "name": f"clip-{round(fps * 10)}dfps",
-            "input": {"type": "url", "data": [{"url": str(clip), "index": 0}]},
-            # nothing is ever reported; an output is mandatory
-            "output": {"webhook": {"url": "http://127.0.0.1:9/unused", "headers": {"X-Bench": "1"}}},
-            "config": {"common": {"fps": fps}},
-            "service_version": "1.0",
-        }
-        answer = self.client.post(f"/v2/default/services/{SERVICE}/tasks", json=body)
-        if answer.status_code != 200:
-            raise RuntimeError(f"create refused ({answer.status_code}): {answer.text}")
-        task_id: str = answer.json()["tasks"][0]["id"]
-        return task_id
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        answer = self.client.get(f"/v2/default/tasks/{task_id}")
-        answer.raise_for_status()
-        task: dict[str, Any] = answer.json()
-        return task
-
-    def delete(self, task_id: str) -> None:
-        self.client.delete(f"/v2/default/tasks/{task_id}").raise_for_status()
-
-    def stop(self) -> None:
-        self.client.close()
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
+def task_body(clip: Path, fps: float) -> dict[str, Any]:
+    return {
+        "name": f"clip-{round(fps * 10)}dfps",
+        "input": {"type": "url", "data": [{"url": str(clip), "index": 0}]},
+        # nothing is ever reported; an output is mandatory
+        "output": {"webhook": {"url": "http://127.0.0.1:9/unused", "headers": {"X-Bench": "1"}}},
+        "config": {"common": {"fps": fps}},
+        "service_version": "1.0",
+    }
 
 
-def run_agent(agent: Agent, clip: Path, fps: float, *, poll_s: float, profile: str | None,
+def run_agent(agent: BenchAgent, clip: Path, fps: float, *, poll_s: float, profile: str | None,
               profile_out: Path | None) -> dict[str, Any]:
     """One task from create to SUCCEEDED; the agent's tree CPU over exactly that span."""
     spy: subprocess.Popen[bytes] | None = None
     if profile == "py-spy":
         assert profile_out is not None
-        spy = subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "--pid", str(agent.process.pid),
+        spy = subprocess.Popen([shutil.which("py-spy") or "py-spy", "record", "--pid", str(agent.pid),
                                 "--rate", "200", "--nonblocking", "--threads", "--format", "raw",
                                 "--output", str(profile_out)],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # attached before the task starts
-    cpu0, wall0 = tree_cpu(agent.process.pid), time.monotonic()
-    task_id = agent.create(clip, fps)
+    cpu0, wall0 = tree_cpu(agent.pid), time.monotonic()
+    task_id = agent.create(SERVICE, task_body(clip, fps))
     # each poll is a request the agent serves (~3 ms of its CPU): look only when the end is near
-    time.sleep(CLIP_SECONDS - 2)
+    time.sleep(CLIP.seconds - 2)
     while True:
         task = agent.task(task_id)
         if task["state"] == "SUCCEEDED":
             break
-        if task["state"] in ("FAILED", "ABNORMAL") or time.monotonic() - wall0 > 4 * CLIP_SECONDS:
+        if task["state"] in ("FAILED", "ABNORMAL") or time.monotonic() - wall0 > 4 * CLIP.seconds:
             raise RuntimeError(f"task {task['state']}: {task.get('status')}")
         time.sleep(poll_s)
-    cpu, wall = tree_cpu(agent.process.pid) - cpu0, time.monotonic() - wall0
+    cpu, wall = tree_cpu(agent.pid) - cpu0, time.monotonic() - wall0
     if spy is not None:
         spy.send_signal(2)  # SIGINT: py-spy writes its file and exits
         spy.wait(30)
@@ -198,11 +124,11 @@ def run_agent(agent: Agent, clip: Path, fps: float, *, poll_s: float, profile: s
     return {"cpu_s": round(cpu, 3), "wall_s": round(wall, 2), "decode_mode": inputs[0].get("decode_mode")}
 
 
-def warm_up(agent: Agent, clip: Path) -> None:
+def warm_up(agent: BenchAgent, clip: Path) -> None:
     """One short task first: the agent imports its decoder (PyAV) when the first stream starts (about
     0.1–0.2 s of CPU, once per process), which is start-up, not the task's work (the peers' imports are
     not measured either)."""
-    task_id = agent.create(clip, 0.5)
+    task_id = agent.create(SERVICE, task_body(clip, 0.5))
     deadline = time.monotonic() + 30
     while agent.task(task_id)["state"] != "RUNNING" and time.monotonic() < deadline:
         time.sleep(0.5)
@@ -210,11 +136,11 @@ def warm_up(agent: Agent, clip: Path) -> None:
     time.sleep(2.0)
 
 
-def idle_cpu(agent: Agent, seconds: float) -> float:
+def idle_cpu(agent: BenchAgent, seconds: float) -> float:
     """The agent's tree CPU over ``seconds`` with no task: what pacing a file for that long costs at least."""
-    cpu0 = tree_cpu(agent.process.pid)
+    cpu0 = tree_cpu(agent.pid)
     time.sleep(seconds)
-    return tree_cpu(agent.process.pid) - cpu0
+    return tree_cpu(agent.pid) - cpu0
 
 
 # --- the peers: each in a fresh process, printing one JSON line ----------------------------------------
@@ -329,47 +255,45 @@ def main() -> None:
         peer_main(args.peer, args.clip, rates[0])
         return
 
-    clip, plugin_site = ensure_clip(), ensure_plugin()
+    clip, plugin_site = ensure(CLIP), ensure_plugin()
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, check=False).stdout.strip()
     code = commit if args.code.resolve() == ROOT else str(args.code)
     print(f"clip {clip.name}, agent code {code}, {os.cpu_count()} CPUs", flush=True)
     lines = []
-    with tempfile.TemporaryDirectory(prefix="product-clip-") as work:
-        agent = Agent(Path(work), clip, plugin_site, args.code.resolve())
-        try:
-            time.sleep(3.0)  # start-up settles (imports, first report) before anything is measured
-            if not args.cold:
-                warm_up(agent, clip)
-            if args.idle_seconds:
-                load = loadavg()
-                idle = idle_cpu(agent, args.idle_seconds)
-                print(f"idle agent: {idle:.2f} s CPU in {args.idle_seconds:g} s (load {load:.1f})", flush=True)
-            for round_ in range(1, args.rounds + 1):
-                for fps in rates:
-                    load0 = loadavg()
-                    out = OUT / f"product_clip_{fps:g}fps_{round_}.pyspy.txt" if args.profile else None
-                    mine = run_agent(agent, clip, fps, poll_s=args.poll, profile=args.profile, profile_out=out)
-                    peers = {name: run_peer(name, clip, fps) for name in PEERS}
-                    floor = run_peer("pyav-floor", clip, fps)
-                    load1 = loadavg()
-                    best = min(peers, key=lambda name: peers[name]["cpu_s"])  # the floor is no peer
-                    ratio = mine["cpu_s"] / peers[best]["cpu_s"]
-                    target = TARGETS.get(fps)
-                    verdict = "" if target is None else ("met" if ratio <= target else "MISSED")
-                    print(f"  {fps:g} fps round {round_}: agent {mine}", flush=True)
-                    for name, peer in {**peers, "pyav-floor": floor}.items():
-                        print(f"  {fps:g} fps round {round_}: {name} {peer}", flush=True)
-                    line = (f"| {time.strftime('%H:%M', time.gmtime())} | {fps:g} | {mine['cpu_s']:.2f} "
-                            f"({mine['wall_s']:.0f} s, {mine['decode_mode']}) | "
-                            f"{peers['cv2-grab']['cpu_s']:.2f} | {peers['ffmpeg-pipe']['cpu_s']:.2f} | "
-                            f"{floor['cpu_s']:.2f} ({floor['cpu_s'] / peers[best]['cpu_s']:.2f}×) | "
-                            f"**{ratio:.2f}×** | ≤ {target if target is not None else '—'}× {verdict} | "
-                            f"{load0:.1f} → {load1:.1f} |")
-                    print(line, flush=True)
-                    lines.append(line)
-        finally:
-            agent.stop()
+    # the clip's folder is a media root: files play only from there
+    with BenchAgent(top=f'media_roots = ["{clip.parent}"]\n', code=args.code.resolve(),
+                    python_path=[plugin_site]) as agent:
+        time.sleep(3.0)  # start-up settles (imports, first report) before anything is measured
+        if not args.cold:
+            warm_up(agent, clip)
+        if args.idle_seconds:
+            load = loadavg()
+            idle = idle_cpu(agent, args.idle_seconds)
+            print(f"idle agent: {idle:.2f} s CPU in {args.idle_seconds:g} s (load {load:.1f})", flush=True)
+        for round_ in range(1, args.rounds + 1):
+            for fps in rates:
+                load0 = loadavg()
+                out = OUT / f"product_clip_{fps:g}fps_{round_}.pyspy.txt" if args.profile else None
+                mine = run_agent(agent, clip, fps, poll_s=args.poll, profile=args.profile, profile_out=out)
+                peers = {name: run_peer(name, clip, fps) for name in PEERS}
+                floor = run_peer("pyav-floor", clip, fps)
+                load1 = loadavg()
+                best = min(peers, key=lambda name: peers[name]["cpu_s"])  # the floor is no peer
+                ratio = mine["cpu_s"] / peers[best]["cpu_s"]
+                target = TARGETS.get(fps)
+                verdict = "" if target is None else ("met" if ratio <= target else "MISSED")
+                print(f"  {fps:g} fps round {round_}: agent {mine}", flush=True)
+                for name, peer in {**peers, "pyav-floor": floor}.items():
+                    print(f"  {fps:g} fps round {round_}: {name} {peer}", flush=True)
+                line = (f"| {time.strftime('%H:%M', time.gmtime())} | {fps:g} | {mine['cpu_s']:.2f} "
+                        f"({mine['wall_s']:.0f} s, {mine['decode_mode']}) | "
+                        f"{peers['cv2-grab']['cpu_s']:.2f} | {peers['ffmpeg-pipe']['cpu_s']:.2f} | "
+                        f"{floor['cpu_s']:.2f} ({floor['cpu_s'] / peers[best]['cpu_s']:.2f}×) | "
+                        f"**{ratio:.2f}×** | ≤ {target if target is not None else '—'}× {verdict} | "
+                        f"{load0:.1f} → {load1:.1f} |")
+                print(line, flush=True)
+                lines.append(line)
     print("| time UTC | fps | agent CPU s | cv2-grab s | ffmpeg-pipe s | PyAV floor s (/ best peer) "
           "| agent / best peer | target | load |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")

@@ -22,28 +22,27 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.capacity import OUT, WebhookProcess, box_jiffies, ensure_clip  # noqa: E402
+from bench.agent_process import BenchAgent  # noqa: E402
+from bench.capacity import CLIP, WebhookProcess, box_jiffies  # noqa: E402
+from bench.clips import OUT, ensure  # noqa: E402
 from bench.proctree import tree_cpu  # noqa: E402
 from bench.rtsp_farm import RtspFarm  # noqa: E402
-from tests.fixtures.ports import free_port  # noqa: E402
 from tests.fixtures.rtsp import established_connections  # noqa: E402
+from tests.waiting import wait_until  # noqa: E402
 
-TOKEN = "shared-camera-bench"
 ALGORITHMS = ("intrusion-detection", "video-quality-diagnosis", "face-detection")
 TARGET_RATIO = 1.3
 
@@ -62,65 +61,20 @@ class Result:
     others_busy_pct: float  # of the whole box, not counting the agent
 
 
-class Agent:
-    """A real ``edge-agent run`` with a temp state dir and its REST API on a free port."""
-
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        config = directory / "agent.toml"
-        config.write_text(f'node_id = "shared-bench"\nstate_dir = "{directory / "state"}"\n'
-                          f'[api]\nlisten = "127.0.0.1:{self.port}"\ntoken = "{TOKEN}"\n[log]\nlevel = "WARNING"\n')
-        self._log = (directory / "agent.log").open("wb")
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-        self.process = subprocess.Popen([sys.executable, "-m", "agent", "--config", str(config), "run"],
-                                        stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", headers={"X-Auth-Token": TOKEN},
-                                   timeout=10)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"edge-agent exited with {self.process.returncode}; see {self._log.name}")
-            try:
-                if self.client.get("/healthz").status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError("edge-agent did not come up")
-
-    def create(self, service: str, url: str, webhook: str) -> str:
-        body = {"name": service.replace("-", "_"), "input": {"type": "url", "data": [{"url": url, "index": 0}]},
-                "output": {"webhook": {"url": webhook, "headers": {"Authorization": "Bearer shared-bench"}}},
-                "config": {"common": {}}, "service_version": "1.0"}
-        response = self.client.post(f"/v2/p1/services/{service}/tasks", json=body)
-        if response.status_code != 200:
-            raise RuntimeError(f"creating a {service} task: {response.status_code} {response.text}")
-        task_id: str = response.json()["tasks"][0]["id"]
-        return task_id
-
-    def running(self, task_id: str) -> bool:
-        view = self.client.get(f"/v2/p1/tasks/{task_id}").json()
-        return bool(view["inputs"]) and all(entry["state"] == "RUNNING" for entry in view["inputs"])
-
-    def metrics(self) -> list[tuple[str, dict[str, str], float]]:
-        text = self.client.get("/metrics").text
-        return [(sample.name, sample.labels, sample.value)
-                for family in text_string_to_metric_families(text) for sample in family.samples]
-
-    def stop(self) -> None:
-        self.client.close()
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(5)
-        self._log.close()
+def task_body(service: str, url: str, webhook: str) -> dict[str, Any]:
+    return {"name": service.replace("-", "_"), "input": {"type": "url", "data": [{"url": url, "index": 0}]},
+            "output": {"webhook": {"url": webhook, "headers": {"Authorization": "Bearer shared-bench"}}},
+            "config": {"common": {}}, "service_version": "1.0"}
 
 
-def frames_processed(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
-    return {labels["service_name"]: value for name, labels, value in samples
-            if name == "edge_agent_task_frames_processed_total"}
+def running(agent: BenchAgent, task_id: str) -> bool:
+    inputs = agent.task(task_id)["inputs"]
+    return bool(inputs) and all(entry["state"] == "RUNNING" for entry in inputs)
+
+
+def frames_processed(samples: list[Sample]) -> dict[str, float]:
+    return {sample.labels["service_name"]: sample.value for sample in samples
+            if sample.name == "edge_agent_task_frames_processed_total"}
 
 
 def run(scenario: tuple[str, ...], clip: Path, receiver: WebhookProcess, warmup: float, window: float) -> Result:
@@ -128,15 +82,11 @@ def run(scenario: tuple[str, ...], clip: Path, receiver: WebhookProcess, warmup:
     farm.start()
     url = farm.urls()[0]
     port = urlsplit(url).port or 554
-    with tempfile.TemporaryDirectory(prefix="shared-camera-") as directory:
-        agent = Agent(Path(directory))
-        try:
-            ids = [agent.create(service, url, receiver.url) for service in scenario]
-            deadline = time.monotonic() + 60
-            while not all(agent.running(task_id) for task_id in ids):
-                if time.monotonic() > deadline:
-                    raise TimeoutError("inputs did not all reach RUNNING")
-                time.sleep(0.5)
+    try:
+        with BenchAgent('[log]\nlevel = "WARNING"\n') as agent:
+            ids = [agent.create(service, task_body(service, url, receiver.url)) for service in scenario]
+            wait_until(lambda: all(running(agent, task_id) for task_id in ids), 60, "every input RUNNING",
+                       interval=0.5)
             time.sleep(warmup)
             clients: list[int] = []
             stop = threading.Event()
@@ -148,21 +98,21 @@ def run(scenario: tuple[str, ...], clip: Path, receiver: WebhookProcess, warmup:
             counter = threading.Thread(target=count, daemon=True)
             before = frames_processed(agent.metrics())
             busy0, total0 = box_jiffies()
-            cpu0, t0 = tree_cpu(agent.process.pid), time.monotonic()
+            cpu0, t0 = tree_cpu(agent.pid), time.monotonic()
             counter.start()
             time.sleep(window)
-            cpu1, t1 = tree_cpu(agent.process.pid), time.monotonic()
+            cpu1, t1 = tree_cpu(agent.pid), time.monotonic()
             busy1, total1 = box_jiffies()
             stop.set()
             counter.join()
             samples = agent.metrics()
-        finally:
-            agent.stop()
-            farm.stop()
+    finally:
+        farm.stop()
     after = frames_processed(samples)
-    consumers = [v for name, _, v in samples if name == "edge_agent_stream_consumers"]
-    fps = [v for name, _, v in samples if name == "edge_agent_stream_fps_decoded"]
-    modes = [labels["mode"] for name, labels, v in samples if name == "edge_agent_stream_decode_mode" and v == 1.0]
+    consumers = [sample.value for sample in samples if sample.name == "edge_agent_stream_consumers"]
+    fps = [sample.value for sample in samples if sample.name == "edge_agent_stream_fps_decoded"]
+    modes = [sample.labels["mode"] for sample in samples
+             if sample.name == "edge_agent_stream_decode_mode" and sample.value == 1.0]
     cpu = cpu1 - cpu0
     cores = os.cpu_count() or 1
     box_s = (total1 - total0) / cores / os.sysconf("SC_CLK_TCK")  # wall seconds the jiffies span
@@ -181,7 +131,7 @@ def main() -> None:
     parser.add_argument("--window", type=float, default=40.0)
     parser.add_argument("--repeat", type=int, default=1, help="rounds of all scenarios (the median counts)")
     args = parser.parse_args()
-    clip = ensure_clip()
+    clip = ensure(CLIP)
     scenarios = [(name,) for name in ALGORITHMS] + [ALGORITHMS]
     receiver = WebhookProcess()
     results: list[Result] = []
