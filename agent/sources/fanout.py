@@ -124,6 +124,10 @@ class Consumer:
         with self._lock:
             return self._sampler.take(time_s, frame_interval)
 
+    def earliest_want(self, frame_interval: float | None) -> float | None:
+        with self._lock:
+            return self._sampler.earliest_take(frame_interval)
+
     def wait_taken(self, timeout: float) -> bool:
         return self._slot.wait_empty(timeout)
 
@@ -237,6 +241,14 @@ class Fanout:
         if first:
             self._on_first_frame()
         return wanted
+
+    def earliest_want(self, frame_interval: float | None) -> float | None:
+        with self._lock:
+            consumers = list(self._consumers)
+        if not consumers:
+            return None
+        wants = [consumer.earliest_want(frame_interval) for consumer in consumers]
+        return None if any(want is None for want in wants) else min(w for w in wants if w is not None)
 
     def wait_taken(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

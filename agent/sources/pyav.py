@@ -85,20 +85,37 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
     rate = stream.average_rate or stream.guessed_rate
     context = stream.codec_context
     session.opened(context.name, context.width, context.height, float(rate) if rate else None)
+    tail = _UnwantedTail(context.name, _nal_length_size(context.name, context.extradata),
+                         1.0 / float(rate) if rate else None)
 
     decoder: Any = None
     mode: DecodeMode | None = None
     waited_for_keyframe = 0
     silent = 0  # packets decoded since the decoder last produced a picture
+
+    def feed(packet: Any) -> None:
+        nonlocal silent
+        try:
+            frames = decoder.decode(packet)
+        except _DECODE_ERRORS:
+            session.decode_error()
+            return
+        silent = 0 if frames else silent + 1
+        for frame in frames:
+            _hand_on(frame, seconds_per_tick, session)
+
     for packet in _packets(container, stream, session):
         if session.stop_requested:
             return ReadEnd.STOPPED
         if packet.size == 0:  # the demuxer's flush packet at the end of the input
             break
         is_key = packet.is_keyframe
+        ticks = packet.pts if packet.pts is not None else packet.dts
+        packet_time = ticks * seconds_per_tick if ticks is not None and seconds_per_tick else None
         if is_key:  # only keyframe times are needed (the keyframe clock); frames carry their own
-            ticks = packet.pts if packet.pts is not None else packet.dts
-            session.packet(ticks * seconds_per_tick if ticks is not None and seconds_per_tick else None, True)
+            session.packet(packet_time, True)
+            for held in tail.at_keyframe(packet):  # a tail a new picture chain does not end must be decoded
+                feed(held)
         else:
             session.packet(None, False)
             if mode is DecodeMode.KEYFRAMES:  # the commonest packet at low rates: nothing more to do
@@ -106,6 +123,11 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
             if decoder is None and waited_for_keyframe < _MAX_PACKETS_BEFORE_KEYFRAME:
                 waited_for_keyframe += 1
                 continue
+            if mode is DecodeMode.SAMPLED and packet_time is not None:
+                if tail.hold(packet, packet_time, session):
+                    continue
+                for held in tail.release():  # a frame is wanted before the keyframe after all
+                    feed(held)
         # the decode mode can change only at a keyframe, or before the first decoder exists
         if decoder is None or is_key:
             wanted = session.decode_mode()
@@ -118,14 +140,7 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
                 session.keyframe_only(mode is DecodeMode.KEYFRAMES)
             if mode is DecodeMode.KEYFRAMES and not is_key:
                 continue
-        try:
-            frames = decoder.decode(packet)
-        except _DECODE_ERRORS:
-            session.decode_error()
-            continue
-        silent = 0 if frames else silent + 1
-        for frame in frames:
-            _hand_on(frame, seconds_per_tick, session)
+        feed(packet)
     if session.stop_requested:
         return ReadEnd.STOPPED
     if decoder is not None and not live:
@@ -135,6 +150,115 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
         except _DECODE_ERRORS:
             session.decode_error()
     return ReadEnd.DISCONNECTED if live else ReadEnd.ENDED
+
+
+class _UnwantedTail:
+    """The end of a GOP that no consumer samples, held back instead of decoded.
+
+    Sampling decodes every frame because each P-frame refers to the one before, but the frames after the
+    last sampled one of a GOP are referred to only by frames up to the next keyframe. When the keyframe
+    clock says the next keyframe comes before any consumer wants a frame again, those packets are held;
+    an IDR keyframe (nothing after it refers to anything before it) then drops them undecoded. At 5 fps
+    from 25 fps with a 1 s GOP that is 4 frames of 25; at 1 fps with a 2 s GOP, 24 of 50. If the guess
+    was wrong — a packet at a wanted time arrives first, or the keyframe does not start afresh — the held
+    packets are decoded then, in order: the sampled pictures are the same either way.
+    """
+
+    # The next keyframe may come this much of a frame interval later than the clock expects.
+    _LATE_FRACTION = 0.25
+    _MAX_HELD = 300  # a GOP longer than this (12 s at 25 fps) is decoded as it comes
+
+    def __init__(self, codec: str, nal_length_size: int | None, frame_interval: float | None) -> None:
+        self._codec = codec
+        self._nal_length_size = nal_length_size
+        self._frame_interval = frame_interval
+        self._held: list[Any] = []
+        self._until = 0.0  # held packets are needed once one at or after this stream time arrives
+
+    def hold(self, packet: Any, time_s: float, session: ReaderSession) -> bool:
+        """Hold ``packet`` (a non-key packet at ``time_s``) instead of decoding it; False: decode it now."""
+        if self._held:
+            if time_s < self._until and len(self._held) < self._MAX_HELD:
+                self._held.append(packet)
+                return True
+            return False
+        interval = self._frame_interval
+        if interval is None or self._codec not in _IDR_NAL_TYPES:
+            return False
+        wanted, keyframe = session.next_wanted(), session.next_keyframe()
+        if wanted is None or keyframe is None or time_s >= wanted or keyframe <= time_s:  # or it is overdue
+            return False
+        # the last frame before the keyframe, one interval earlier, is wanted only if it is at or after `wanted`
+        if keyframe + self._LATE_FRACTION * interval >= wanted + interval:
+            return False
+        self._held.append(packet)
+        self._until = wanted
+        return True
+
+    def release(self) -> list[Any]:
+        """The held packets, to be decoded before the one in hand."""
+        held, self._held = self._held, []
+        return held
+
+    def at_keyframe(self, packet: Any) -> list[Any]:
+        """A keyframe arrived: the held packets are dropped if it starts afresh, else returned to decode."""
+        if not self._held:
+            return []
+        if _is_idr(packet, self._codec, self._nal_length_size):
+            self._held = []
+            return []
+        return self.release()
+
+
+# NAL unit types of pictures that nothing after them predicts across (H.264 IDR; HEVC IDR_W_RADL, IDR_N_LP)
+_IDR_NAL_TYPES = {"h264": frozenset({5}), "hevc": frozenset({19, 20})}
+_HEADER_BYTES = 4096  # parameter sets and SEI before the first slice fit in this
+
+
+def _nal_length_size(codec: str, extradata: bytes | None) -> int | None:
+    """Bytes of each NAL unit's length prefix in MP4-style packets; None for Annex B (start codes)."""
+    if not extradata or extradata[0] != 1:  # avcC / hvcC records start with version 1
+        return None
+    if codec == "h264" and len(extradata) > 4:
+        return (extradata[4] & 3) + 1
+    if codec == "hevc" and len(extradata) > 21:
+        return (extradata[21] & 3) + 1
+    return None
+
+
+def _is_idr(packet: Any, codec: str, nal_length_size: int | None) -> bool:
+    """True when the packet's first picture NAL unit is an IDR picture; False when it is not or unclear."""
+    idr = _IDR_NAL_TYPES.get(codec)
+    if idr is None:
+        return False
+    data = bytes(memoryview(packet)[:_HEADER_BYTES])
+    for header in _nal_headers(data, nal_length_size):
+        if codec == "h264":
+            kind = header & 0x1F
+            if 1 <= kind <= 5:  # the first slice decides
+                return kind in idr
+        else:
+            kind = (header >> 1) & 0x3F
+            if kind < 32:  # VCL NAL unit
+                return kind in idr
+    return False
+
+
+def _nal_headers(data: bytes, nal_length_size: int | None) -> Iterator[int]:
+    """The first byte of each NAL unit in ``data``: length-prefixed when the codec's extradata says so
+    (MP4: ``nal_length_size``), else Annex B start codes (RTSP, MPEG-TS). Never guessed from the bytes: a
+    4-byte length such as 0x00000179 reads as a start code."""
+    if nal_length_size is not None:
+        at = 0
+        while at + nal_length_size < len(data):
+            size = int.from_bytes(data[at:at + nal_length_size], "big")
+            yield data[at + nal_length_size]
+            at += nal_length_size + size
+        return
+    at = data.find(b"\0\0\1")
+    while at != -1 and at + 3 < len(data):
+        yield data[at + 3]
+        at = data.find(b"\0\0\1", at + 3)
 
 
 def _switch(decoder: Any, old: DecodeMode | None, new: DecodeMode, stream_context: Any, *, restart: bool) -> Any:

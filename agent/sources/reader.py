@@ -52,6 +52,12 @@ class ReaderSession(Protocol):
     def decode_mode(self) -> DecodeMode:
         """How the reader should decode from the next keyframe on."""
 
+    def next_wanted(self) -> float | None:
+        """The earliest stream time (s) a decoded frame would be handed on at; None: the next one may be."""
+
+    def next_keyframe(self) -> float | None:
+        """When the next keyframe should come (s, on the stream's clock), from the recent intervals."""
+
     def keyframe_only(self, active: bool) -> None:
         """The decoder switched keyframe-only mode on or off."""
 

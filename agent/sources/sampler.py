@@ -69,6 +69,12 @@ class KeyframeClock:
         """The longest recent keyframe interval: the conservative bound for keyframe-only sampling."""
         return max(self._intervals) if self._intervals else None
 
+    @property
+    def next_expected(self) -> float | None:
+        """When the next keyframe should come, by the longest recent interval (the latest guess)."""
+        interval = self.interval
+        return None if interval is None or self._last is None else self._last + interval
+
     def reset(self) -> None:
         self._last = None
         self._intervals.clear()
@@ -96,6 +102,12 @@ class Sampler:
     def reset(self) -> None:
         """Forget the cadence (a new connection starts a new clock)."""
         self._next_due = None
+
+    def earliest_take(self, frame_interval: float | None = None) -> float | None:
+        """The earliest time ``take`` would accept a frame at; None when the next frame is taken whatever its time."""
+        if self._period <= 0 or self._next_due is None:
+            return None
+        return self._next_due - (0.5 * frame_interval if frame_interval else 0.0)
 
     def take(self, time: float, frame_interval: float | None = None) -> bool:
         """True when the frame at ``time`` is due; ``frame_interval`` (source) sets the slack."""

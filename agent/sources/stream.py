@@ -133,6 +133,9 @@ class StreamSink(Protocol):
     def decoded(self, time_s: float, frame_interval: float | None) -> bool:
         """A frame was decoded at ``time_s``; True when a consumer's sampler wants it."""
 
+    def earliest_want(self, frame_interval: float | None) -> float | None:
+        """The earliest stream time a consumer would take a frame at; None: whatever comes next."""
+
     def wait_taken(self, timeout: float) -> bool:
         """Wait until the consumers took the last frame; True when they did."""
 
@@ -212,6 +215,14 @@ class _Connection:
 
     def decode_mode(self) -> DecodeMode:
         return choose_decode_mode(self._sink.target_fps, self.stream_fps, self._keyframes.interval)
+
+    def next_wanted(self) -> float | None:
+        if self.abandoned:
+            return None
+        return self._sink.earliest_want(1.0 / self.stream_fps if self.stream_fps else None)
+
+    def next_keyframe(self) -> float | None:
+        return self._keyframes.next_expected
 
     def keyframe_only(self, active: bool) -> None:
         if self.abandoned:

@@ -107,3 +107,17 @@ def test_the_rate_meter_counts_the_last_few_seconds_only() -> None:
     assert meter.rate(38.5) == pytest.approx(2 / 4.5)  # events at 34, 36, 38 in the window
     meter.clear()
     assert meter.rate(38.5) == 0.0
+
+
+def test_the_earliest_want_is_the_soonest_of_every_consumer() -> None:
+    fanout = Fanout("cam", lambda: None)
+    assert fanout.earliest_want(0.04) is None  # nobody to ask
+    slow, fast = Consumer(0, 1.0), Consumer(1, 5.0)
+    fanout.attach(slow)
+    fanout.attach(fast)
+    feed(fanout, 0.04)  # frame 0: both take it
+    assert fanout.earliest_want(0.04) == pytest.approx(0.18)  # the 5 fps consumer's next, less half a frame
+    fanout.detach(fast)
+    assert fanout.earliest_want(0.04) == pytest.approx(0.98)
+    fanout.attach(Consumer(2, 1.0))  # a newcomer takes whatever frame comes next
+    assert fanout.earliest_want(0.04) is None

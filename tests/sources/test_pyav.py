@@ -134,6 +134,12 @@ class RecordingSession:
     def decode_mode(self) -> DecodeMode:
         return self.mode
 
+    def next_wanted(self) -> float | None:
+        return None  # every frame is wanted
+
+    def next_keyframe(self) -> float | None:
+        return None
+
     def keyframe_only(self, active: bool) -> None:
         return
 

@@ -101,3 +101,21 @@ def test_keyframe_clock_measures_the_longest_recent_interval() -> None:
     assert clock.interval == pytest.approx(2.0)  # the 3 s gap fell out of the history
     clock.observe(1.0)  # the clock went back: start over
     assert clock.interval is None
+
+
+def test_keyframe_clock_expects_the_next_keyframe_one_longest_interval_on() -> None:
+    clock = KeyframeClock()
+    clock.observe(0.0)
+    assert clock.next_expected is None  # one keyframe says nothing about the interval
+    for t in (2.0, 4.0):
+        clock.observe(t)
+    assert clock.next_expected == pytest.approx(6.0)
+
+
+def test_earliest_take_is_the_next_due_time_less_the_slack() -> None:
+    sampler = Sampler(5.0)
+    assert sampler.earliest_take(0.04) is None  # no cadence yet: the next frame is taken
+    assert sampler.take(0.0, 0.04)
+    assert sampler.earliest_take(0.04) == pytest.approx(0.18)
+    assert not sampler.take(0.16, 0.04) and sampler.take(0.2, 0.04)
+    assert Sampler(0.0).earliest_take(0.04) is None  # every frame is wanted
