@@ -30,6 +30,8 @@ import time
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 
+import cv2
+
 from agent.algorithms.event import Event
 from agent.logging_setup import configure_logging
 from agent.redact import mask_text, secrets
@@ -73,6 +75,10 @@ def run(conn: Connection, config: WorkerConfig) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(config.log_level, config.log_format, worker=config.index)  # type: ignore[arg-type]
+    # The box's cores are shared out by streams and worker processes, as ONNX Runtime's are (one thread
+    # per task): OpenCV's own pool would add a thread per core in every worker, whose spin-waits cost
+    # more than the conversions they split (0.16 s a minute of a 5 fps 720p task, docs/benchmarks.md).
+    cv2.setNumThreads(1)
     Worker(conn, config).serve()
 
 
