@@ -114,7 +114,7 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
         packet_time = ticks * seconds_per_tick if ticks is not None and seconds_per_tick else None
         if is_key:  # only keyframe times are needed (the keyframe clock); frames carry their own
             session.packet(packet_time, True)
-            for held in tail.at_keyframe(packet):  # a tail a new picture chain does not end must be decoded
+            for held in tail.at_keyframe(packet, packet_time):  # a tail a new chain does not end is decoded
                 feed(held)
         else:
             session.packet(None, False)
@@ -174,6 +174,9 @@ class _UnwantedTail:
         self._frame_interval = frame_interval
         self._held: list[Any] = []
         self._until = 0.0  # held packets are needed once one at or after this stream time arrives
+        # the last keyframe's time: a packet sharing it is the rest of that picture (a camera sends a
+        # keyframe as several packets), never a tail
+        self._keyframe_time: float | None = None
 
     def hold(self, packet: Any, time_s: float, session: ReaderSession) -> bool:
         """Hold ``packet`` (a non-key packet at ``time_s``) instead of decoding it; False: decode it now."""
@@ -184,6 +187,8 @@ class _UnwantedTail:
             return False
         interval = self._frame_interval
         if interval is None or self._codec not in _IDR_NAL_TYPES:
+            return False
+        if self._keyframe_time is None or time_s <= self._keyframe_time:
             return False
         wanted, keyframe = session.next_wanted(), session.next_keyframe()
         if wanted is None or keyframe is None or time_s >= wanted or keyframe <= time_s:  # or it is overdue
@@ -200,8 +205,9 @@ class _UnwantedTail:
         held, self._held = self._held, []
         return held
 
-    def at_keyframe(self, packet: Any) -> list[Any]:
+    def at_keyframe(self, packet: Any, time_s: float | None) -> list[Any]:
         """A keyframe arrived: the held packets are dropped if it starts afresh, else returned to decode."""
+        self._keyframe_time = time_s
         if not self._held:
             return []
         if _is_idr(packet, self._codec, self._nal_length_size):
