@@ -6,8 +6,9 @@ anchor, a score logit and 16 regressors: the box centre offset and size, then si
 input pixels relative to the anchor's centre. The anchors are MediaPipe's SSD anchors for these
 models. The frame is letterboxed to the square input so faces keep their shape.
 
-``cv2.dnn.readNetFromTFLite`` needs ``ENGINE_CLASSIC``: the newer engines return only one of the two
-outputs. One ``BlazeFace`` per algorithm instance (the network keeps its buffers), used from one thread.
+On OpenCV 5.0 ``cv2.dnn.readNetFromTFLite`` needs ``ENGINE_CLASSIC``: its newer engine returns only one of
+the two outputs. OpenCV 5.1 dropped the classic engine, and its default one returns both. One ``BlazeFace``
+per algorithm instance (the network keeps its buffers), used from one thread.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ class BlazeFace:
         self.variant = variant
         self.confidence = confidence
         self.nms_iou = nms_iou
-        self._net = cv2.dnn.readNetFromTFLite(str(variant.path), engine=cv2.dnn.ENGINE_CLASSIC)
+        engine = getattr(cv2.dnn, "ENGINE_CLASSIC", None)  # OpenCV 5.0 only, see the module's docstring
+        self._net = (cv2.dnn.readNetFromTFLite(str(variant.path)) if engine is None
+                     else cv2.dnn.readNetFromTFLite(str(variant.path), engine=engine))
         self._outputs = list(self._net.getUnconnectedOutLayersNames())
         self._anchors = anchors(variant)
 
