@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import av
@@ -110,9 +110,8 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
         if packet.size == 0:  # the demuxer's flush packet at the end of the input
             break
         is_key = packet.is_keyframe
-        ticks = packet.pts if packet.pts is not None else packet.dts
-        packet_time = ticks * seconds_per_tick if ticks is not None and seconds_per_tick else None
-        if is_key:  # only keyframe times are needed (the keyframe clock); frames carry their own
+        if is_key:  # keyframe times feed the keyframe clock; frames carry their own
+            packet_time = _packet_time(packet, seconds_per_tick)
             session.packet(packet_time, True)
             for held in tail.at_keyframe(packet, packet_time):  # a tail a new chain does not end is decoded
                 feed(held)
@@ -123,7 +122,7 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
             if decoder is None and waited_for_keyframe < _MAX_PACKETS_BEFORE_KEYFRAME:
                 waited_for_keyframe += 1
                 continue
-            if mode is DecodeMode.SAMPLED and packet_time is not None:
+            if mode is DecodeMode.SAMPLED and (packet_time := _packet_time(packet, seconds_per_tick)) is not None:
                 if tail.hold(packet, packet_time, session):
                     continue
                 for held in tail.release():  # a frame is wanted before the keyframe after all
@@ -150,6 +149,12 @@ def _decode(container: Any, live: bool, session: ReaderSession) -> ReadEnd:
         except _DECODE_ERRORS:
             session.decode_error()
     return ReadEnd.DISCONNECTED if live else ReadEnd.ENDED
+
+
+def _packet_time(packet: Any, seconds_per_tick: float | None) -> float | None:
+    """Seconds on the stream's clock; asked only where needed (not for a keyframe-only stream's other packets)."""
+    ticks = packet.pts if packet.pts is not None else packet.dts
+    return ticks * seconds_per_tick if ticks is not None and seconds_per_tick else None
 
 
 class _UnwantedTail:
@@ -200,19 +205,21 @@ class _UnwantedTail:
         self._until = wanted
         return True
 
-    def release(self) -> list[Any]:
-        """The held packets, to be decoded before the one in hand."""
+    def release(self) -> Sequence[Any]:
+        """The held packets, to be decoded before the one in hand (asked for every packet not held)."""
+        if not self._held:
+            return ()
         held, self._held = self._held, []
         return held
 
-    def at_keyframe(self, packet: Any, time_s: float | None) -> list[Any]:
+    def at_keyframe(self, packet: Any, time_s: float | None) -> Sequence[Any]:
         """A keyframe arrived: the held packets are dropped if it starts afresh, else returned to decode."""
         self._keyframe_time = time_s
         if not self._held:
-            return []
+            return ()
         if _is_idr(packet, self._codec, self._nal_length_size):
             self._held = []
-            return []
+            return ()
         return self.release()
 
 

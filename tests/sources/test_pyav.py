@@ -22,6 +22,7 @@ from agent.sources.pyav import read_pyav
 from agent.sources.reader import ReadEnd
 from agent.sources.sampler import DecodeMode
 from agent.sources.target import StreamTarget
+from tests.fixtures.media import moving_gradient
 
 FPS = 25
 GOP = 25  # longer than the reader waits on a silent decoder before it calls it stuck
@@ -40,18 +41,12 @@ def encode() -> list[Packet]:
     encoder.time_base, encoder.framerate = Fraction(1, FPS), Fraction(FPS)
     encoder.options = {"preset": "ultrafast", "g": str(GOP), "keyint_min": str(GOP), "bf": "0",
                        "sc_threshold": "0", "x264-params": "slices=2"}
-    xs = np.arange(width, dtype=np.uint16)[None, :]
-    ys = np.arange(height, dtype=np.uint16)[:, None]
     packets: list[Packet] = []
     for index in [*range(FRAMES), None]:
         if index is None:
             encoded = encoder.encode(None)
         else:
-            image = np.empty((height, width, 3), np.uint8)
-            image[..., 0] = (xs + 4 * index) % 256
-            image[..., 1] = (ys + 2 * index) % 256
-            image[..., 2] = 128
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame = av.VideoFrame.from_ndarray(moving_gradient(SIZE, index), format="bgr24")
             frame.pts = index
             encoded = encoder.encode(frame)
         packets.extend((bytes(packet), int(packet.pts), bool(packet.is_keyframe)) for packet in encoded)

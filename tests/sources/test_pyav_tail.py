@@ -16,6 +16,7 @@ from agent.sources.pyav import read_pyav
 from agent.sources.reader import ReadEnd
 from agent.sources.sampler import DecodeMode, KeyframeClock, Sampler
 from agent.sources.target import StreamTarget
+from tests.fixtures.media import moving_gradient
 
 FPS = 25
 GOP = 25
@@ -30,18 +31,12 @@ def write(path: Path, encoder: str, options: dict[str, str], keyframes: tuple[in
     """A moving gradient: every frame differs, so a wrong reference shows in the pixels. ``keyframes``:
     frames forced to be IDR pictures (else the encoder's GOP decides)."""
     width, height = SIZE
-    xs = np.arange(width, dtype=np.uint16)[None, :]
-    ys = np.arange(height, dtype=np.uint16)[:, None]
     with av.open(str(path), "w") as container:
         stream = container.add_stream(encoder, rate=FPS, options=options)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.time_base = Fraction(1, FPS)
         for index in range(SECONDS * FPS):
-            image = np.empty((height, width, 3), np.uint8)
-            image[..., 0] = (xs + 4 * index) % 256
-            image[..., 1] = (ys + 2 * index) % 256
-            image[..., 2] = 128
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame = av.VideoFrame.from_ndarray(moving_gradient(SIZE, index), format="bgr24")
             frame.pts = index
             if index in keyframes:
                 frame.pict_type = av.video.frame.PictureType.I
